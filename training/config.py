@@ -22,7 +22,7 @@ class TrainConfig:
     name: str = field(default="sharelens", metadata={"help": "model name: bundles go to models/<name>/<version>/"})
     profile: str = field(default="default", metadata={"help": "profile this config came from"})
     base_encoder: str = field(
-        default="models/base/multilingual-e5-small",
+        default="models/base/multilingual-e5-small-zh",
         metadata={"help": "BERT-family encoder: a local folder, a hub id (needs a network), or 'builtin:tiny' "
                   "(a random tiny BERT with a character vocabulary, for tests)"})
     keep_layers: int | None = field(default=None, metadata={"help": "keep only the first k encoder layers"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -20,8 +20,9 @@ def build_tiny_encoder(out_dir: Path, texts: list[str], vocab_chars: int = 400, 
     counts = Counter(c for t in texts for c in t if not c.isspace())
     chars = [c for c, _ in counts.most_common(vocab_chars)]
     (out_dir / "vocab.txt").write_text("\n".join(SPECIALS + chars) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt"), do_lower_case=False,
-                                  tokenize_chinese_chars=True, model_max_length=512)
+    # transformers 5: `vocab=` (a path or dict); the old `vocab_file=` keyword is silently ignored.
+    tokenizer = BertTokenizer(vocab=str(out_dir / "vocab.txt"), do_lower_case=False,
+                              tokenize_chinese_chars=True, model_max_length=512)
     tokenizer.save_pretrained(out_dir)
     config = BertConfig(vocab_size=len(SPECIALS) + len(chars), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=hidden * 2, max_position_embeddings=512)

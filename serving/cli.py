@@ -1,0 +1,114 @@
+"""`sharelens-serve`: run the API, or ask the model about one post from the terminal.
+
+    sharelens-serve serve [--host H] [--port P] [--workers N] [--models-dir D]
+    sharelens-serve predict "转发抽奖！..." [--explain] [--model production]
+
+`predict` goes through the same checks and the same `service.predict` as the API, so what the
+terminal shows is what the API would answer. Errors print one line `Error E4xx: ...` on stderr
+and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+
+from serving.schemas import PredictResponse, PredictResult
+from serving.settings import Settings
+from sharelens.errors import SharelensError
+
+BAR = 24
+
+
+def _width(s: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _pad(s: str, width: int) -> str:
+    return s + " " * max(0, width - _width(s))
+
+
+def _bar(p: float) -> str:
+    full = round(p * BAR)
+    return "█" * full + "·" * (BAR - full)
+
+
+def render(response: PredictResponse, result: PredictResult) -> str:
+    """A readable answer: motive bars with Chinese names, the tier, the top words, truncation."""
+    lines = [f"model {response.model.name} {response.model.version}"
+             f" ({'calibrated' if result.calibrated else 'uncalibrated'} probabilities)", "", "Share motive:"]
+    for mp in result.motive.probabilities:
+        mark = "▶" if mp.motive == result.motive.top else " "
+        lines.append(f" {mark} {_pad(mp.zh, 9)}{_pad(mp.motive, 21)}{_bar(mp.probability)} {mp.probability:6.1%}")
+    tiers = "  ".join(f"{tp.tier} {tp.probability:.0%}" for tp in result.tier.probabilities)
+    lines += ["", f"Engagement tier: {result.tier.top}   ({tiers})"]
+    if result.explanation is not None:
+        for label, ex in (("motive " + result.motive.top_zh, result.explanation.motive),
+                          ("tier, + = towards higher tiers", result.explanation.tier)):
+            words = "  ".join(f"{w.word}({w.score:+.3f})" for w in ex.words) or "(none)"
+            lines.append(f"Top words ({label}): {words}")
+    if result.truncated:
+        lines += ["", f"Note: the text has {result.n_tokens} tokens, more than the model window of "
+                  f"{result.window_tokens}; only the first {result.window_tokens} were read."]
+    return "\n".join(lines)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from serving import parsing, service
+    from serving.explain import Explainer
+    from serving.store import ModelStore
+
+    # The one-line error below says it all; keep library log records off the terminal.
+    logging.getLogger("sharelens").addHandler(logging.NullHandler())
+    settings = Settings(**({"models_dir": args.models_dir} if args.models_dir else {}))
+    req = parsing.to_request({"text": args.text, "explain": args.explain, "model": args.model})
+    texts = parsing.check_request(req, settings)
+    store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref)
+    explainer = Explainer(settings.explain_steps, settings.explain_top_k)
+    response = service.predict(store, texts, explainer, explain=req.explain, model=req.model)
+    print(render(response, response.results[0]))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # Environment, not arguments: with --workers > 1 every worker builds its own app from it.
+    for key, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers),
+                       ("MODELS_DIR", args.models_dir)):
+        if value is not None:
+            os.environ[f"SHARELENS_{key}"] = str(value)
+    settings = Settings()
+    uvicorn.run("serving.main:app_factory", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, proxy_headers=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sharelens-serve", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("serve", help="run the HTTP API and the page")
+    sp.add_argument("--host")
+    sp.add_argument("--port", type=int)
+    sp.add_argument("--workers", type=int)
+    sp.add_argument("--models-dir")
+    pp = sub.add_parser("predict", help="share motive and tier of one post")
+    pp.add_argument("text")
+    pp.add_argument("--explain", action="store_true", help="also show the words behind the prediction")
+    pp.add_argument("--model", help="alias or version (default: production, then latest)")
+    pp.add_argument("--models-dir")
+    args = ap.parse_args(argv)
+    try:
+        return _predict(args) if args.command == "predict" else _serve(args)
+    except SharelensError as exc:
+        # The API hides a deployment problem behind "see the server log"; here the user is the operator.
+        shown = exc.__cause__ if isinstance(exc.__cause__, SharelensError) else exc
+        print(str(shown).splitlines()[0], file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""The API's explainer: runs `sharelens.explain` for one prediction and maps every word back
+to character offsets in the text the caller sent, so that `text[start:end] == word` holds and a
+client can highlight its own string without re-normalising it."""
+
+from __future__ import annotations
+
+from serving.schemas import Explanation, TargetExplanation, WordScore
+from sharelens.explain import Attribution, explain_text
+from sharelens.predictor import Prediction, Predictor
+from sharelens.text import _ZERO_WIDTH, Normalised  # the characters normalise() drops
+
+MOTIVE_OBJECTIVE = "logit of the motive '{motive}'"
+TIER_OBJECTIVE = "expected tier, sum_k sigmoid(tier_logit_k): positive pushes towards higher tiers"
+
+
+def raw_span(raw: str, norm: Normalised, start: int, end: int) -> tuple[int, int]:
+    """[start, end) of the normalised text -> the raw text.
+
+    `Normalised.offsets` maps each kept character to its raw index; the one place where that is
+    not enough is the link placeholder "[链接]", whose characters all point at the URL's first
+    character: there the span runs to the raw URL's end."""
+    raw_start, raw_end = norm.raw_span(start, end)
+    last = end - 1
+    if raw[norm.offsets[last]] != norm.text[last]:  # the span ends inside a placeholder
+        k = end  # skip the placeholder's own padding, which points at the URL too
+        while k < len(norm.offsets) and norm.offsets[k] == norm.offsets[last]:
+            k += 1
+        stop = norm.offsets[k] if k < len(norm.offsets) else len(raw)
+        while stop > raw_end and (raw[stop - 1].isspace() or raw[stop - 1] in _ZERO_WIDTH):
+            stop -= 1
+        raw_end = max(raw_end, stop)
+    return raw_start, raw_end
+
+
+def _words(raw: str, pred: Prediction, attribution: Attribution, top_k: int) -> list[WordScore]:
+    out = []
+    for w in attribution.top(top_k):
+        start, end = raw_span(raw, pred.normalised, w.start, w.end)
+        out.append(WordScore(word=raw[start:end], start=start, end=end, score=round(w.score, 6)))
+    return out
+
+
+class Explainer:
+    def __init__(self, steps: int = 16, top_k: int = 10) -> None:
+        self.steps = steps
+        self.top_k = top_k
+
+    def explain(self, predictor: Predictor, raw: str, pred: Prediction, motive: str) -> Explanation:
+        ex = explain_text(predictor.model, predictor.tokenizer, pred.normalised.text, predictor.max_length,
+                          motive=motive, steps=self.steps)
+        return Explanation(
+            motive=TargetExplanation(target=motive, objective=MOTIVE_OBJECTIVE.format(motive=motive),
+                                     words=_words(raw, pred, ex.motive, self.top_k)),
+            tier=TargetExplanation(target=pred.tier, objective=TIER_OBJECTIVE,
+                                   words=_words(raw, pred, ex.tier, self.top_k)),
+        )

@@ -1,0 +1,111 @@
+"""HTTP routes: each one reads its inputs, calls one function and returns its answer.
+
+Dependencies (`get_store`, `get_settings`, ...) read from `app.state`, which `create_app` fills;
+tests swap them with `app.dependency_overrides`."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from serving import errors, parsing, service
+from serving.explain import Explainer
+from serving.metrics import Metrics
+from serving.schemas import (
+    ErrorBody,
+    Health,
+    ModelRef,
+    ModelsResponse,
+    PredictRequest,
+    PredictResponse,
+    Ready,
+)
+from serving.settings import Settings
+from serving.store import ModelStore
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> ModelStore:
+    return request.app.state.store
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_explainer(settings: Annotated[Settings, Depends(get_settings)]) -> Explainer:
+    return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k)
+
+
+def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """No key configured: open (local use). Otherwise X-API-Key or `Authorization: Bearer`."""
+    if not settings.api_key:
+        return
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if not given and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+        raise errors.unauthorized()
+
+
+router = APIRouter()
+
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 503)}
+_PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": PredictRequest.model_json_schema()}}}}
+
+
+@router.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_PREDICT_BODY,
+             dependencies=[Depends(require_api_key)], tags=["predict"],
+             summary="Share motive and engagement tier of one post or a batch, optionally explained")
+async def predict(request: Request, store: Annotated[ModelStore, Depends(get_store)],
+                  settings: Annotated[Settings, Depends(get_settings)],
+                  explainer: Annotated[Explainer, Depends(get_explainer)],
+                  metrics: Annotated[Metrics, Depends(get_metrics)]) -> PredictResponse:
+    req, texts = await parsing.parse_predict(request, settings)
+    return await run_in_threadpool(service.predict, store, texts, explainer, explain=req.explain,
+                                   explain_motive=req.explain_motive, model=req.model,
+                                   observe=metrics.observe_predict)
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness: the process answers")
+def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorBody}}, tags=["ops"],
+            summary="Readiness: the default model is loaded and warmed")
+def readyz(store: Annotated[ModelStore, Depends(get_store)]) -> Ready | JSONResponse:
+    if not store.ready or store.default_version is None:
+        detail = errors.MODEL_UNAVAILABLE if store.load_error else errors.NOT_READY
+        return JSONResponse({"detail": detail}, status_code=503)
+    return Ready(model=ModelRef(name=store.name, version=store.default_version))
+
+
+@router.get("/models", response_model=ModelsResponse, responses={503: {"model": ErrorBody}},
+            dependencies=[Depends(require_api_key)], tags=["ops"],
+            summary="Registered versions, aliases, and which version answers by default")
+def models(store: Annotated[ModelStore, Depends(get_store)]) -> ModelsResponse:
+    return ModelsResponse(**store.describe())
+
+
+@router.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+def metrics_endpoint(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,132 @@
+"""Request and response bodies of the API. The Field descriptions and examples are what /docs
+shows, so they are written for a client developer, not for us."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sharelens.labels import MOTIVES, TIERS
+
+_EXAMPLE_POST = "转发抽奖！关注@小明 并转发本条微博，周五抽3位送蓝牙耳机 #抽奖#"
+
+
+class PredictRequest(BaseModel):
+    """One text (`text`) or a batch (`texts`): exactly one of the two."""
+
+    # strict: a JSON number is not silently turned into a string, nor "yes" into true;
+    # forbid: a misspelt option ("explian") is an error, not a silent default.
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
+        {"text": _EXAMPLE_POST, "explain": True},
+        {"texts": [_EXAMPLE_POST, "暴雨预警：今晚到明天有大暴雨，请大家注意出行安全，转给身边的人"]},
+        {"text": _EXAMPLE_POST, "explain": True, "explain_motive": "incentive", "model": "production"},
+    ]})
+
+    text: str | None = Field(None, description="The raw post, as typed (emoji codes, #话题#, links allowed).",
+                             examples=[_EXAMPLE_POST])
+    texts: list[str] | None = Field(None, description="A batch of raw posts (at most `max_batch`).",
+                                    examples=[[_EXAMPLE_POST, "求扩散！寻找走失老人"]])
+    explain: bool = Field(False, description="Also return the words that drove each prediction "
+                          "(Integrated Gradients; slower).")
+    explain_motive: str | None = Field(
+        None, description="Motive to explain (default: each text's top motive).",
+        json_schema_extra={"enum": list(MOTIVES)}, examples=["incentive"])
+    model: str | None = Field(None, description="Model alias (e.g. `production`, `latest`) or version "
+                              "(`v0003-20261123`); default: production, then latest.",
+                              examples=["production"])
+
+
+class ModelRef(BaseModel):
+    name: str = Field(description="Registry name of the model.", examples=["sharelens"])
+    version: str = Field(description="Exact version that answered.", examples=["v0003-20261123"])
+
+
+class MotiveProbability(BaseModel):
+    motive: Literal[MOTIVES] = Field(description="Motive id (see the label spec).")  # type: ignore[valid-type]
+    zh: str = Field(description="Chinese name of the motive.", examples=["利益驱动"])
+    probability: float = Field(ge=0, le=1)
+
+
+class MotiveResult(BaseModel):
+    top: Literal[MOTIVES] = Field(description="The most probable share motive.")  # type: ignore[valid-type]
+    top_zh: str = Field(description="Its Chinese name.", examples=["利益驱动"])
+    probabilities: list[MotiveProbability] = Field(description="All ten motives, most probable first; "
+                                                   "they sum to 1.")
+
+
+class TierProbability(BaseModel):
+    tier: Literal[TIERS] = Field(description="Engagement tier id.")  # type: ignore[valid-type]
+    probability: float = Field(ge=0, le=1)
+
+
+class TierResult(BaseModel):
+    top: Literal[TIERS] = Field(description="The most probable engagement tier.")  # type: ignore[valid-type]
+    probabilities: list[TierProbability] = Field(description="The four tiers in order low, medium, high, "
+                                                 "viral; they sum to 1.")
+
+
+class WordScore(BaseModel):
+    word: str = Field(description="The word exactly as it appears in the text sent: text[start:end].",
+                      examples=["抽奖"])
+    start: int = Field(ge=0, description="Start offset in the original text, in Unicode code points "
+                       "(Python str indices; in JavaScript index `Array.from(text)`, not the UTF-16 string).")
+    end: int = Field(ge=0, description="End offset (exclusive) in the original text, in code points.")
+    score: float = Field(description="Attribution: positive pushes the prediction up, negative down.")
+
+
+class TargetExplanation(BaseModel):
+    target: str = Field(description="What is explained: a motive id, or the predicted tier.",
+                        examples=["incentive"])
+    objective: str = Field(description="The model output the scores are a share of.")
+    words: list[WordScore] = Field(description="The most influential words, largest |score| first.")
+
+
+class Explanation(BaseModel):
+    motive: TargetExplanation
+    tier: TargetExplanation = Field(description="Scores for the expected tier: positive pushes the post "
+                                    "towards higher tiers.")
+
+
+class PredictResult(BaseModel):
+    motive: MotiveResult
+    tier: TierResult
+    calibrated: bool = Field(description="Whether the probabilities use temperatures fitted on held-out data.")
+    n_tokens: int = Field(description="Tokens in the whole text, special tokens included.")
+    truncated: bool = Field(description="True when the text is longer than the model window: only the "
+                            "first `window_tokens` tokens were read.")
+    window_tokens: int = Field(description="The model window (max tokens read).", examples=[256])
+    explanation: Explanation | None = Field(None, description="Present when `explain` was true.")
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    results: list[PredictResult] = Field(description="One result per input text, in input order.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: ModelRef
+
+
+class VersionInfo(BaseModel):
+    version: str
+    created_at: str | None = None
+    summary: dict = Field(default_factory=dict, description="Headline metrics recorded at training time.")
+
+
+class ModelsResponse(BaseModel):
+    name: str
+    serving: str | None = Field(description="Version answering requests that name no model.")
+    aliases: dict[str, str] = Field(description="Alias -> version.", examples=[{"production": "v0003-20261123"}])
+    versions: list[VersionInfo]
+    loaded: list[str] = Field(description="Versions currently held in memory.")
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="One sentence saying what is wrong.", examples=["text must not be empty or "
+                                                                                   "whitespace"])

@@ -1,0 +1,65 @@
+"""Prediction as a use case: checked texts in, a `PredictResponse` out.
+
+Routes and the CLI both call `predict`, so the terminal shows exactly what the API returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from serving.explain import Explainer
+from serving.schemas import (
+    ModelRef,
+    MotiveProbability,
+    MotiveResult,
+    PredictResponse,
+    PredictResult,
+    TierProbability,
+    TierResult,
+)
+from serving.store import ModelStore
+from sharelens.labels import MOTIVE_ZH, MOTIVES, TIERS
+from sharelens.predictor import Prediction, Predictor
+
+# (model_version, n_texts, explain, seconds, n_truncated) -> None: where metrics plug in.
+Observer = Callable[[str, int, bool, float, int], None]
+
+
+def is_calibrated(predictor: Predictor) -> bool:
+    """Fitted temperatures exist only once `make eval` wrote calibration.json with fitted_on."""
+    return predictor.info.calibration.get("fitted_on") is not None  # type: ignore[union-attr]
+
+
+def _result(predictor: Predictor, pred: Prediction, calibrated: bool) -> PredictResult:
+    order = sorted(range(len(MOTIVES)), key=lambda i: -float(pred.motive_probs[i]))
+    motives = [MotiveProbability(motive=MOTIVES[i], zh=MOTIVE_ZH[MOTIVES[i]],
+                                 probability=float(pred.motive_probs[i])) for i in order]
+    tiers = [TierProbability(tier=t, probability=float(pred.tier_probs[i])) for i, t in enumerate(TIERS)]
+    return PredictResult(
+        motive=MotiveResult(top=pred.motive, top_zh=MOTIVE_ZH[pred.motive], probabilities=motives),
+        tier=TierResult(top=pred.tier, probabilities=tiers),
+        calibrated=calibrated,
+        n_tokens=pred.n_tokens,
+        truncated=pred.truncated,
+        window_tokens=predictor.max_length,
+    )
+
+
+def predict(store: ModelStore, texts: list[str], explainer: Explainer, *, explain: bool = False,
+            explain_motive: str | None = None, model: str | None = None,
+            observe: Observer | None = None) -> PredictResponse:
+    """Score already-checked raw texts with the requested model; explain them if asked."""
+    predictor = store.get(model)
+    start = time.perf_counter()
+    preds = predictor.predict(texts)
+    calibrated = is_calibrated(predictor)
+    results = []
+    for raw, pred in zip(texts, preds, strict=True):
+        result = _result(predictor, pred, calibrated)
+        if explain:
+            result.explanation = explainer.explain(predictor, raw, pred, explain_motive or pred.motive)
+        results.append(result)
+    if observe is not None:
+        observe(predictor.version, len(texts), explain, time.perf_counter() - start,
+                sum(p.truncated for p in preds))
+    return PredictResponse(model=ModelRef(name=store.name, version=predictor.version), results=results)

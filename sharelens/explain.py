@@ -1,0 +1,203 @@
+"""Word-level explanations: Integrated Gradients on the input embeddings, folded onto words.
+
+Why IG: it satisfies completeness (token scores sum to F(x) - F(baseline)), so a score is a share
+of the model's own output rather than a saliency heuristic, and it needs only gradients, which
+every encoder transformers builds can give us. The baseline keeps the special tokens and turns
+every other token into padding, so it is "the same post with its words removed".
+
+Scores live on subword tokens; editors read words. Tokens are mapped to characters of the
+normalised text with the tokenizer's offset mapping (one code path for the XLM-R and the BERT
+tokenizers), a token's score is split evenly over its non-space characters, and characters are
+merged into words with jieba, keeping #话题#, [表情] and @mentions whole.
+
+This module lives in `sharelens` so that serving (the API) and any offline benchmark explain
+with exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from sharelens.labels import MOTIVES
+
+DEFAULT_STEPS = 16
+# Forward passes per chunk of interpolation steps: bounds memory for 512-token posts.
+STEP_CHUNK = 16
+
+# Spans that jieba would cut but that read as one unit on Weibo.
+_WHOLE = re.compile(r"#[^#\n]{1,40}#|\[[^\[\]\s]{1,10}\]|@[\w\-]{1,30}")
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word of the normalised text: [start, end) in normalised characters, and its score."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Scores for one prediction target over every word the model saw, in text order.
+
+    `delta` is the completeness gap |sum of token scores - (F(x) - F(baseline))|: small means
+    the integral was approximated well with the chosen number of steps."""
+
+    target: str
+    words: tuple[Word, ...]
+    delta: float
+
+    def top(self, k: int) -> list[Word]:
+        """The k words with the largest |score|, largest first; ties keep text order."""
+        ranked = sorted(self.words, key=lambda w: -abs(w.score))
+        return ranked[:k]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    motive: Attribution
+    tier: Attribution
+
+
+def _gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights on [0, 1]: exact for polynomials of degree 2*steps-1, so few steps do."""
+    x, w = np.polynomial.legendre.leggauss(steps)
+    return torch.tensor((x + 1) / 2, dtype=torch.float32), torch.tensor(w / 2, dtype=torch.float32)
+
+
+def expected_tier(tier_logits: torch.Tensor) -> torch.Tensor:
+    """sum_k P(tier > k): the expected tier index under the ordinal head (0 = low .. 3 = viral)."""
+    return torch.sigmoid(tier_logits).sum(-1)
+
+
+def integrated_gradients(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         special_mask: torch.Tensor, pad_id: int, motive: int,
+                         steps: int = DEFAULT_STEPS) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """IG for one sequence (1, L) and both targets at once (one forward, two backward passes).
+
+    Returns per-token scores for the motive logit and for the expected tier, and the two
+    completeness gaps."""
+    emb = model.encoder.get_input_embeddings()
+    baseline_ids = torch.where(special_mask.bool(), input_ids, torch.full_like(input_ids, pad_id))
+    with torch.no_grad():
+        x = emb(input_ids)[0]
+        b = emb(baseline_ids)[0]
+    alphas, weights = _gauss_legendre(steps)
+    grad_m = torch.zeros_like(x)
+    grad_t = torch.zeros_like(x)
+    for lo in range(0, steps, STEP_CHUNK):
+        a = alphas[lo:lo + STEP_CHUNK].to(x.device)
+        w = weights[lo:lo + STEP_CHUNK].to(x.device)
+        n = a.shape[0]
+        path = (b + a.view(-1, 1, 1) * (x - b)).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = model.heads(model.pool(input_ids.expand(n, -1), attention_mask.expand(n, -1),
+                                         inputs_embeds=path))
+            fm = out.motive_logits[:, motive]
+            ft = expected_tier(out.tier_logits)
+            gm, = torch.autograd.grad(fm.sum(), path, retain_graph=True)
+            gt, = torch.autograd.grad(ft.sum(), path)
+        grad_m += (gm * w.view(-1, 1, 1)).sum(0)
+        grad_t += (gt * w.view(-1, 1, 1)).sum(0)
+    scores_m = ((x - b) * grad_m).sum(-1)
+    scores_t = ((x - b) * grad_t).sum(-1)
+    with torch.no_grad():
+        ends = model.heads(model.pool(input_ids.expand(2, -1), attention_mask.expand(2, -1),
+                                      inputs_embeds=torch.stack([x, b])))
+        dm = float(ends.motive_logits[0, motive] - ends.motive_logits[1, motive])
+        et = expected_tier(ends.tier_logits)
+        dt = float(et[0] - et[1])
+    delta_m = abs(float(scores_m.sum()) - dm)
+    delta_t = abs(float(scores_t.sum()) - dt)
+    return scores_m.detach().cpu().numpy(), scores_t.detach().cpu().numpy(), delta_m, delta_t
+
+
+def char_scores(text: str, token_scores: np.ndarray, offsets: list[tuple[int, int]],
+                special: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Spread each token's score evenly over its non-space characters.
+
+    Returns the per-character scores and a mask of characters some token covered (characters past
+    the model window are not covered: they get no score rather than a fake zero)."""
+    scores = np.zeros(len(text), dtype=np.float64)
+    covered = np.zeros(len(text), dtype=bool)
+    for s, (start, end), sp in zip(token_scores, offsets, special, strict=True):
+        if sp or end <= start:
+            continue
+        idx = [i for i in range(start, min(end, len(text))) if not text[i].isspace()]
+        if not idx:
+            continue
+        scores[idx] += float(s) / len(idx)
+        covered[idx] = True
+    return scores, covered
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def warm_up() -> None:
+    """Load jieba's dictionary now (about half a second) rather than on the first request."""
+    _jieba()
+
+
+def segment(text: str) -> list[tuple[int, int]]:
+    """[start, end) spans of the words of `text`, covering it; #话题#, [表情], @mentions whole."""
+    cuts = {0, len(text)}
+    pos = 0
+    for piece in _jieba().lcut(text):
+        pos += len(piece)
+        cuts.add(pos)
+    for m in _WHOLE.finditer(text):
+        cuts -= set(range(m.start() + 1, m.end()))
+        cuts |= {m.start(), m.end()}
+    bounds = sorted(c for c in cuts if 0 <= c <= len(text))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def words_from_chars(text: str, scores: np.ndarray, covered: np.ndarray) -> tuple[Word, ...]:
+    """Sum character scores onto words; whitespace and words the model never saw are left out."""
+    words = []
+    for start, end in segment(text):
+        piece = text[start:end]
+        if piece.isspace() or not covered[start:end].any():
+            continue
+        words.append(Word(start, end, piece, float(scores[start:end].sum())))
+    return tuple(words)
+
+
+def explain_text(model, tokenizer, text: str, max_length: int, motive: str | None = None,
+                 steps: int = DEFAULT_STEPS) -> Explanation:
+    """Explain one normalised text. `motive` defaults to the model's top motive."""
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, return_tensors="pt")
+    device = next(model.parameters()).device
+    ids = enc["input_ids"].to(device)
+    mask = enc["attention_mask"].to(device)
+    special = enc["special_tokens_mask"].to(device)
+    if motive is None:
+        with torch.no_grad():
+            logits = model.heads(model.pool(ids, mask)).motive_logits[0]
+        motive = MOTIVES[int(logits.argmax())]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sm, st, dm, dt = integrated_gradients(model, ids, mask, special, pad_id, MOTIVES.index(motive), steps)
+    offsets = [tuple(o) for o in enc["offset_mapping"][0].tolist()]
+    flags = enc["special_tokens_mask"][0].tolist()
+    cm, cov = char_scores(text, sm, offsets, flags)
+    ct, _ = char_scores(text, st, offsets, flags)
+    return Explanation(
+        motive=Attribution(motive, words_from_chars(text, cm, cov), dm),
+        tier=Attribution("expected_tier", words_from_chars(text, ct, cov), dt),
+    )

@@ -1,0 +1,99 @@
+"""Serving fixtures: a models dir with two registered tiny versions (production = the shared tiny
+bundle, `canary` = a second, calibrated one), a loaded store, and an app built on them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's SHARELENS_* variables must not change what the tests see."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("SHARELENS_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """The tiny model is fastest on one thread, and several threads fighting a concurrent job for
+    the same cores (a training run, another test worker) slow it down a hundredfold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def serving_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path,
+                       tiny_encoder_dir: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer
+
+    from sharelens.bundle import save_bundle
+    from sharelens.modeling import ShareLensModel
+    from sharelens.registry import Registry
+
+    root = tmp_path_factory.mktemp("serving-models")
+    shutil.copytree(tiny_models_dir, root, dirs_exist_ok=True)  # never mutate the shared fixture
+    reg = Registry(root)
+    torch.manual_seed(1)
+    model = ShareLensModel.from_encoder(str(tiny_encoder_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
+    version = reg.next_version("sharelens")
+    dest = save_bundle(root / "sharelens" / version, model, tokenizer, {"max_length": 64, "profile": "test"})
+    (dest / "calibration.json").write_text(json.dumps(
+        {"motive_temperature": 1.5, "tier_temperature": 1.2, "fitted_on": "validation"}), encoding="utf-8")
+    reg.register("sharelens", version)
+    reg.set_alias("sharelens", "canary", version)
+    return root
+
+
+@pytest.fixture(scope="session")
+def versions(serving_models_dir: Path) -> dict[str, str]:
+    """alias -> version: production (uncalibrated), canary (calibrated)."""
+    from sharelens.registry import Registry
+
+    return dict(Registry(serving_models_dir).entry("sharelens")["aliases"])
+
+
+@pytest.fixture(scope="session")
+def store(serving_models_dir: Path):
+    from serving.store import ModelStore
+
+    s = ModelStore(serving_models_dir, "sharelens")
+    s.load_default()
+    return s
+
+
+@pytest.fixture
+def settings(serving_models_dir: Path):
+    from serving.settings import Settings
+
+    return Settings(models_dir=serving_models_dir)
+
+
+@pytest.fixture
+def app(settings, store):
+    from serving.main import create_app
+    from serving.routes import get_store
+
+    application = create_app(settings)
+    application.dependency_overrides[get_store] = lambda: store  # the session's loaded store
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    # No `with`: the lifespan (which loads the default model) is not needed, the store is loaded.
+    yield TestClient(app)
