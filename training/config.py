@@ -46,6 +46,9 @@ class TrainConfig:
     motive_oversample: int = field(
         default=2, metadata={"help": "repeat each motive-annotated post this many times per epoch (they are a "
                              "minority of the tier-labelled posts)"})
+    time_budget_minutes: float | None = field(
+        default=None, metadata={"help": "stop after this much training time (at the next step; the best "
+                                "checkpoint so far is kept), e.g. to fit a shared machine's schedule"})
     early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without improvement before stop"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, dropout, head init)"})
     data_dir: str = field(default="data/build/corpus", metadata={"help": "the corpus built by `make data`"})

@@ -80,34 +80,36 @@ def fit_temperatures(pred: Predictor, corpus, split: str) -> dict:
     return doc
 
 
+def _score_head(y: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray, texts: list[str],
+                baselines: dict, head: str, metrics_fn) -> dict:
+    """Model and baselines on one head, plus ECE before and after temperature scaling."""
+    res = {"model": metrics_fn(y, calibrated)}
+    for name, b in baselines.items():
+        res[name] = metrics_fn(y, b[head].predict_proba(texts))
+    e0, bins0 = ece(y, uncalibrated)
+    e1, bins1 = ece(y, calibrated)
+    res["calibration"] = {"ece_before": e0, "ece_after": e1, "bins_before": bins0, "bins_after": bins1}
+    return res
+
+
 def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
     texts = [normalise_text(r["text"]) for r in rows]
     raw, counts = pred.logits(texts)
     mp, tp = pred.probabilities(raw)
     out: dict = {"posts": len(rows), "truncated_posts": int(sum(c > pred.max_length for c in counts))}
-    m_idx = [i for i, r in enumerate(rows) if r.get("motive")]
-    t_idx = [i for i, r in enumerate(rows) if r.get("tier")]
     # uncalibrated probabilities for the before/after comparison
     m_raw = torch.softmax(torch.from_numpy(raw.motive_logits), -1).numpy()
     t_raw = tier_probs_from_logits(torch.from_numpy(raw.tier_logits)).numpy()
+    m_idx = [i for i, r in enumerate(rows) if r.get("motive")]
     if m_idx:
         y = np.array([MOTIVE2ID[rows[i]["motive"]] for i in m_idx])
-        res = {"model": motive_metrics(y, mp[m_idx])}
-        for name, b in baselines.items():
-            res[name] = motive_metrics(y, b["motive"].predict_proba([texts[i] for i in m_idx]))
-        e0, bins0 = ece(y, m_raw[m_idx])
-        e1, bins1 = ece(y, mp[m_idx])
-        res["calibration"] = {"ece_before": e0, "ece_after": e1, "bins_before": bins0, "bins_after": bins1}
-        out["motive"] = res
+        out["motive"] = _score_head(y, mp[m_idx], m_raw[m_idx], [texts[i] for i in m_idx], baselines,
+                                    "motive", motive_metrics)
+    t_idx = [i for i, r in enumerate(rows) if r.get("tier")]
     if t_idx:
         y = np.array([TIERS.index(rows[i]["tier"]) for i in t_idx])
-        res = {"model": tier_metrics(y, tp[t_idx])}
-        for name, b in baselines.items():
-            res[name] = tier_metrics(y, b["tier"].predict_proba([texts[i] for i in t_idx]))
-        e0, bins0 = ece(y, t_raw[t_idx])
-        e1, bins1 = ece(y, tp[t_idx])
-        res["calibration"] = {"ece_before": e0, "ece_after": e1, "bins_before": bins0, "bins_after": bins1}
-        out["tier"] = res
+        out["tier"] = _score_head(y, tp[t_idx], t_raw[t_idx], [texts[i] for i in t_idx], baselines,
+                                  "tier", tier_metrics)
     return out
 
 

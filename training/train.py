@@ -124,6 +124,27 @@ def make_compute_metrics():
     return compute
 
 
+class TimeBudget:
+    """Ends training once `minutes` of training time have passed (HF Trainer callback protocol)."""
+
+    def __new__(cls, minutes: float):
+        from transformers import TrainerCallback
+
+        class _TimeBudget(TrainerCallback):
+            def __init__(self) -> None:
+                self.deadline = time.time() + minutes * 60
+
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                if time.time() > self.deadline:
+                    print(f"Time budget of {minutes:g} min reached at step {state.global_step}: stopping.")
+                    control.should_training_stop = True
+                    control.should_evaluate = True
+                    control.should_save = True
+                return control
+
+        return _TimeBudget()
+
+
 def run_key(cfg: TrainConfig, fingerprint: str) -> str:
     blob = json.dumps(cfg.to_dict(), sort_keys=True) + fingerprint
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -176,7 +197,8 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         compute_metrics=make_compute_metrics(),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), *(callbacks or [])],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
+                   *([TimeBudget(cfg.time_budget_minutes)] if cfg.time_budget_minutes else []), *(callbacks or [])],
     )
     checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resume_from = str(checkpoints[-1]) if (resume and checkpoints) else None

@@ -75,32 +75,21 @@ def merge_rounds(work_dir: Path, out_dir: Path, spec_version: str) -> dict:
 
     from sharelens.labels import MOTIVES
 
-    readings: list[dict] = []
+    def read_round(path: Path, round_name: str, reader: str) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        if path.exists():
+            for r in csv.DictReader(path.open(encoding="utf-8")):
+                rows[r["post_id"]] = {"post_id": r["post_id"], "round": round_name, "reader": reader,
+                                      "motive": r["motive"], "motive_secondary": r.get("motive_secondary") or "",
+                                      "note": r.get("rule", "")}
+        return rows
+
     first: dict[str, dict] = {}
     for path in sorted(work_dir.glob("labels_*.csv"), key=lambda p: int(p.stem.split("_")[1])):
-        batch = path.stem.split("_")[1]
-        for r in csv.DictReader(path.open(encoding="utf-8")):
-            row = {"post_id": r["post_id"], "round": "first", "reader": f"agent-reader-b{batch}",
-                   "motive": r["motive"], "motive_secondary": r.get("motive_secondary") or "", "note": ""}
-            readings.append(row)
-            first[r["post_id"]] = row
-    second: dict[str, dict] = {}
-    sec_path = work_dir / "second_labels.csv"
-    if sec_path.exists():
-        for r in csv.DictReader(sec_path.open(encoding="utf-8")):
-            row = {"post_id": r["post_id"], "round": "second", "reader": "agent-reader-second",
-                   "motive": r["motive"], "motive_secondary": r.get("motive_secondary") or "", "note": ""}
-            readings.append(row)
-            second[r["post_id"]] = row
-    third: dict[str, dict] = {}
-    third_path = work_dir / "third_labels.csv"
-    if third_path.exists():
-        for r in csv.DictReader(third_path.open(encoding="utf-8")):
-            row = {"post_id": r["post_id"], "round": "third", "reader": "agent-reader-third",
-                   "motive": r["motive"], "motive_secondary": r.get("motive_secondary") or "",
-                   "note": r.get("rule", "")}
-            readings.append(row)
-            third[r["post_id"]] = row
+        first.update(read_round(path, "first", f"agent-reader-b{path.stem.split('_')[1]}"))
+    second = read_round(work_dir / "second_labels.csv", "second", "agent-reader-second")
+    third = read_round(work_dir / "third_labels.csv", "third", "agent-reader-third")
+    readings = [*first.values(), *second.values(), *third.values()]
     for row in readings:
         for m in (row["motive"], row["motive_secondary"] or None):
             if m is not None and m not in MOTIVES:
