@@ -82,9 +82,28 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"SHARELENS_{key}"] = str(value)
     settings = Settings()
+    _exit_quietly_after_drain()
     uvicorn.run("serving.main:app_factory", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, proxy_headers=False)
+                workers=settings.workers, proxy_headers=False,
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0
+
+
+def _exit_quietly_after_drain() -> None:
+    """SIGTERM / SIGINT end the server with status 0 once it has drained.
+
+    uvicorn catches the signal, stops accepting, lets in-flight requests finish (at most
+    shutdown_timeout_s) and runs the lifespan shutdown (the batcher drains); then it re-raises the
+    signal to the handler that was installed before it started. With the default handler that
+    kills the process (status -15), so an orchestrator, or a test, cannot tell a clean stop from
+    a crash. These handlers make the re-raised signal a no-op: `main` returns 0."""
+    import signal
+
+    def drained(signum: int, frame: object) -> None:
+        logging.getLogger("sharelens.serving").info("stopped on %s after draining", signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, drained)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,29 @@ MODEL_UNAVAILABLE = "model could not be loaded; see the server log"
 UNAUTHORIZED = "missing or invalid API key"
 NOT_READY = "model not loaded yet"
 INTERNAL = "internal error"
+OVERLOADED = "server busy, retry later"
+SHUTTING_DOWN = "server is shutting down"
+ADMIN_DISABLED = "admin endpoints are disabled: set SHARELENS_API_KEY"
+INVALID_ALIAS = "invalid alias: {alias}"
+RELOAD_REFUSED = "reload refused: {version} could not be loaded ({code}: {reason}); the current model keeps serving"
+
+# Why a bundle could not be served, by sharelens error code: a reload answer names the cause
+# without the server's paths (the SharelensError message has them; the log gets it whole).
+RELOAD_REASONS = {
+    "E210": "bundle folder missing",
+    "E211": "bundle incomplete",
+    "E212": "bundle metadata unreadable",
+    "E213": "unsupported bundle format",
+    "E214": "label spec mismatch",
+    "E215": "library version mismatch",
+    "E216": "weights do not match their checksum",
+    "E217": "weights could not be loaded",
+    "E220": "registry.json is not valid JSON",
+    "E221": "model not in the registry",
+    "E222": "no default version in the registry",
+    "E223": "the default alias names an unknown version",
+    "E421": "non-finite output on the warm-up text",
+}
 
 # What a JSON value of the wrong type should have been, by pydantic error type.
 _EXPECTED = {
@@ -49,10 +72,11 @@ _EXPECTED = {
 class ApiError(SharelensError):
     """A client-visible error: HTTP status + numbered code + fixed detail string."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(code, detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
 
 
 # status, code per failure: one table, so the API, the CLI and the docs cannot disagree.
@@ -119,6 +143,29 @@ def model_unavailable() -> ApiError:
     return ApiError(503, "E420", MODEL_UNAVAILABLE)
 
 
+def admin_disabled() -> ApiError:
+    return ApiError(403, "E415", ADMIN_DISABLED)
+
+
+def overloaded(retry_after_s: int) -> ApiError:
+    return ApiError(429, "E416", OVERLOADED, headers={"Retry-After": str(retry_after_s)})
+
+
+def reload_refused(version: str, code: str) -> ApiError:
+    """409: the registry points at something this server will not swap in; the old model stays."""
+    reason = RELOAD_REASONS.get(code, "see the server log")
+    return ApiError(409, "E417", RELOAD_REFUSED.format(version=version, code=code, reason=reason))
+
+
+def invalid_alias(alias: str) -> ApiError:
+    shown = alias if len(alias) <= 80 else alias[:80] + "…"
+    return ApiError(422, "E418", INVALID_ALIAS.format(alias=shown))
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "E419", SHUTTING_DOWN)
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     out = ""
@@ -153,11 +200,18 @@ def _count(request: Request, code: str) -> None:
         metrics.errors.labels(code=code).inc()
 
 
+def render(exc: ApiError) -> JSONResponse:
+    """The response for an ApiError; also used by the ASGI middlewares that answer on their own."""
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers or None)
+
+
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     _count(request, exc.code)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+    return render(exc)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,12 @@
 
 The default model loads in `lifespan`, in a worker thread: /healthz answers at once, /readyz
 turns 200 when the model is loaded and warmed, and a /predict that arrives earlier waits for the
-same load rather than starting a second one."""
+same load rather than starting a second one. On shutdown (uvicorn has already let in-flight
+requests finish, see `serving.cli`), the batcher answers whatever is still queued before the
+process exits.
+
+Middleware, outermost first: request metrics, CORS (answers preflights before any key is asked
+for), the catch-all 500 and security headers, the API key."""
 
 from __future__ import annotations
 
@@ -16,7 +21,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 import sharelens
-from serving import errors
+from serving import admin, errors
+from serving.admission import Gate
+from serving.auth import ApiKeyMiddleware
+from serving.batcher import Batcher
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.middleware import CatchAllMiddleware
 from serving.routes import STATIC, router
@@ -42,8 +50,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.exception("the default model could not be loaded")
 
     # Not awaited: startup completes at once. A load still running at shutdown dies with the process.
-    app.state.loading = asyncio.get_running_loop().run_in_executor(None, load)
+    loop = asyncio.get_running_loop()
+    app.state.loading = loop.run_in_executor(None, load)
     yield
+    settings: Settings = app.state.settings
+    if not await loop.run_in_executor(None, app.state.batcher.close, settings.shutdown_timeout_s):
+        log.error("the batcher did not drain within %ss", settings.shutdown_timeout_s)
 
 
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
@@ -53,22 +65,34 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
                            capacity=settings.cache_size)
     store.on_load = metrics.observe_load
+    store.on_reload = metrics.observe_reload
+    gates = {name: Gate(name, limit, settings.retry_after_s, metrics.observe_depth, metrics.observe_reject)
+             for name, limit in (("predict", settings.max_queue), ("explain", settings.max_explain_queue))}
+    for name in gates:
+        metrics.observe_depth(name, 0)  # the series exist before the first request
 
     app = FastAPI(title="sharelens", version=sharelens.__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.batcher = Batcher(settings.batch_window_ms, settings.batch_max_tokens, settings.batch_max_texts,
+                                settings.batch_pad_slack, gate=gates["predict"], on_batch=metrics.observe_batch)
+    app.state.explain_gate = gates["explain"]
 
     app.include_router(router)
+    app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     errors.install(app)
 
     # Added inner to outer: the catch-all must sit inside metrics so its 500s are counted.
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=metrics)
     app.add_middleware(CatchAllMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization", "X-API-Key"])
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    known = frozenset([*(str(r.path) for r in (*router.routes, *admin.router.routes)),  # type: ignore[attr-defined]
+                       *(u for u in (app.openapi_url, app.docs_url, app.redoc_url) if u)])
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, known_paths=known)
     return app
 
 

@@ -4,15 +4,16 @@ Why not let FastAPI parse the body: it folds invalid JSON, invalid UTF-8 and ove
 generic errors, reads unbounded bodies, and treats a body without a JSON content type as bytes.
 Here each failure gets its own status and fixed detail (serving.errors), the size limit holds
 while streaming (a lying Content-Length cannot get past it), and nothing reaches the model
-before every check has passed. The CLI runs the same `check_request`."""
+before every check has passed. The CLI runs the same `check_request`; the admin routes read their
+small bodies through the same steps (`parse_body`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from serving import errors
 from serving.schemas import PredictRequest
@@ -59,13 +60,26 @@ def decode_json(body: bytes) -> Any:
         raise errors.invalid_json() from None
 
 
-def to_request(obj: Any) -> PredictRequest:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], obj: Any) -> M:
     if not isinstance(obj, dict):
         raise errors.bad_shape(errors.NOT_AN_OBJECT)
     try:
-        return PredictRequest.model_validate(obj)
+        return model.model_validate(obj)
     except ValidationError as exc:
         raise errors.bad_field(errors.format_validation_errors(list(exc.errors()))) from None
+
+
+def to_request(obj: Any) -> PredictRequest:
+    return validate(PredictRequest, obj)
+
+
+async def parse_body(request: Request, model: type[M], limit: int) -> M:
+    """Content type, size limit, UTF-8, JSON, then the model: the /predict steps for any body."""
+    check_content_type(request)
+    return validate(model, decode_json(await read_body(request, limit)))
 
 
 def is_blank(text: str) -> bool:

@@ -1,11 +1,11 @@
 """HTTP routes: each one reads its inputs, calls one function and returns its answer.
 
 Dependencies (`get_store`, `get_settings`, ...) read from `app.state`, which `create_app` fills;
-tests swap them with `app.dependency_overrides`."""
+tests swap them with `app.dependency_overrides`. The API key is checked by `serving.auth` for
+every path at once, not here; the admin routes live in `serving.admin`."""
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from serving import errors, parsing, service
+from serving.admission import Gate
+from serving.batcher import Batcher
 from serving.explain import Explainer
 from serving.metrics import Metrics
 from serving.schemas import (
@@ -47,21 +49,17 @@ def get_explainer(settings: Annotated[Settings, Depends(get_settings)]) -> Expla
     return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k)
 
 
-def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
-    """No key configured: open (local use). Otherwise X-API-Key or `Authorization: Bearer`."""
-    if not settings.api_key:
-        return
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if not given and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-        raise errors.unauthorized()
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+def get_explain_gate(request: Request) -> Gate:
+    return request.app.state.explain_gate
 
 
 router = APIRouter()
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 429, 503)}
 _PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": PredictRequest.model_json_schema()}}}}
 
@@ -72,16 +70,24 @@ def page() -> FileResponse:
 
 
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_PREDICT_BODY,
-             dependencies=[Depends(require_api_key)], tags=["predict"],
-             summary="Share motive and engagement tier of one post or a batch, optionally explained")
+             tags=["predict"], summary="Share motive and engagement tier of one post or a batch, optionally explained")
 async def predict(request: Request, store: Annotated[ModelStore, Depends(get_store)],
                   settings: Annotated[Settings, Depends(get_settings)],
                   explainer: Annotated[Explainer, Depends(get_explainer)],
-                  metrics: Annotated[Metrics, Depends(get_metrics)]) -> PredictResponse:
+                  metrics: Annotated[Metrics, Depends(get_metrics)],
+                  batcher: Annotated[Batcher, Depends(get_batcher)],
+                  explain_gate: Annotated[Gate, Depends(get_explain_gate)]) -> PredictResponse:
     req, texts = await parsing.parse_predict(request, settings)
-    return await run_in_threadpool(service.predict, store, texts, explainer, explain=req.explain,
-                                   explain_motive=req.explain_motive, model=req.model,
-                                   observe=metrics.observe_predict)
+    if not req.explain:  # cheap: shares model calls with concurrent requests
+        return await service.predict_batched(store, batcher, texts, model=req.model,
+                                             observe=metrics.observe_predict)
+    explain_gate.acquire(len(texts))  # expensive: bounded separately, outside the batcher
+    try:
+        return await run_in_threadpool(service.predict, store, texts, explainer, explain=True,
+                                       explain_motive=req.explain_motive, model=req.model,
+                                       observe=metrics.observe_predict)
+    finally:
+        explain_gate.release(len(texts))
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness: the process answers")
@@ -98,8 +104,7 @@ def readyz(store: Annotated[ModelStore, Depends(get_store)]) -> Ready | JSONResp
     return Ready(model=ModelRef(name=store.name, version=store.default_version))
 
 
-@router.get("/models", response_model=ModelsResponse, responses={503: {"model": ErrorBody}},
-            dependencies=[Depends(require_api_key)], tags=["ops"],
+@router.get("/models", response_model=ModelsResponse, responses={503: {"model": ErrorBody}}, tags=["ops"],
             summary="Registered versions, aliases, and which version answers by default")
 def models(store: Annotated[ModelStore, Depends(get_store)]) -> ModelsResponse:
     return ModelsResponse(**store.describe())

@@ -130,3 +130,23 @@ class ModelsResponse(BaseModel):
 class ErrorBody(BaseModel):
     detail: str = Field(description="One sentence saying what is wrong.", examples=["text must not be empty or "
                                                                                    "whitespace"])
+
+
+class AliasRequest(BaseModel):
+    """Move an alias to a version, then reload the default model."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
+        {"alias": "production", "version": "v0002-20261124"}]})
+
+    alias: str = Field(description="Alias to move: lowercase letters, digits, - or _ (not shaped like a "
+                       "version).", examples=["production"], max_length=64)
+    version: str = Field(description="Exact registered version `v<NNNN>-<YYYYMMDD>`.",
+                         examples=["v0002-20261124"], max_length=64)
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded"] = "reloaded"
+    model: ModelRef = Field(description="The version that answers requests naming no model, from now on.")
+    previous: str | None = Field(description="The version that answered them before.")
+    seconds: float = Field(description="Time to load, warm and swap in the model.")
+    alias: str | None = Field(None, description="The alias moved (POST /admin/aliases only).")

@@ -1,12 +1,15 @@
 """Prediction as a use case: checked texts in, a `PredictResponse` out.
 
-Routes and the CLI both call `predict`, so the terminal shows exactly what the API returns."""
+Routes and the CLI both call `predict`, so the terminal shows exactly what the API returns.
+`predict_batched` is the API's path for requests without explanations: the same response, with
+the model call shared with concurrent requests by the batcher; both build it with `respond`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
+from serving.batcher import Batcher
 from serving.explain import Explainer
 from serving.schemas import (
     ModelRef,
@@ -45,6 +48,19 @@ def _result(predictor: Predictor, pred: Prediction, calibrated: bool) -> Predict
     )
 
 
+def respond(name: str, predictor: Predictor, texts: list[str], preds: list[Prediction],
+            explainer: Explainer | None = None, explain_motive: str | None = None) -> PredictResponse:
+    """Predictions -> the API's answer; explained when an explainer is given."""
+    calibrated = is_calibrated(predictor)
+    results = []
+    for raw, pred in zip(texts, preds, strict=True):
+        result = _result(predictor, pred, calibrated)
+        if explainer is not None:
+            result.explanation = explainer.explain(predictor, raw, pred, explain_motive or pred.motive)
+        results.append(result)
+    return PredictResponse(model=ModelRef(name=name, version=predictor.version), results=results)
+
+
 def predict(store: ModelStore, texts: list[str], explainer: Explainer, *, explain: bool = False,
             explain_motive: str | None = None, model: str | None = None,
             observe: Observer | None = None) -> PredictResponse:
@@ -52,14 +68,19 @@ def predict(store: ModelStore, texts: list[str], explainer: Explainer, *, explai
     predictor = store.get(model)
     start = time.perf_counter()
     preds = predictor.predict(texts)
-    calibrated = is_calibrated(predictor)
-    results = []
-    for raw, pred in zip(texts, preds, strict=True):
-        result = _result(predictor, pred, calibrated)
-        if explain:
-            result.explanation = explainer.explain(predictor, raw, pred, explain_motive or pred.motive)
-        results.append(result)
+    response = respond(store.name, predictor, texts, preds, explainer if explain else None, explain_motive)
     if observe is not None:
         observe(predictor.version, len(texts), explain, time.perf_counter() - start,
                 sum(p.truncated for p in preds))
-    return PredictResponse(model=ModelRef(name=store.name, version=predictor.version), results=results)
+    return response
+
+
+async def predict_batched(store: ModelStore, batcher: Batcher, texts: list[str], *, model: str | None = None,
+                          observe: Observer | None = None) -> PredictResponse:
+    """The same answer as `predict` without explanations; the time observed includes the queue."""
+    start = time.perf_counter()
+    predictor, preds = await batcher.predict(lambda: store.get(model), texts)
+    if observe is not None:
+        observe(predictor.version, len(texts), False, time.perf_counter() - start,
+                sum(p.truncated for p in preds))
+    return respond(store.name, predictor, texts, preds)

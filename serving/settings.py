@@ -1,7 +1,12 @@
 """Serving configuration, read from SHARELENS_* environment variables (or passed in by tests).
 
 Defaults are the safe ones: listen on localhost only, CORS closed, no API key (so no auth
-theatre in development); production sets SHARELENS_HOST, SHARELENS_API_KEY and origins."""
+theatre in development, and the admin endpoints stay disabled); production sets SHARELENS_HOST,
+SHARELENS_API_KEY and origins.
+
+The batching and overload defaults follow text-embeddings-inference: a few milliseconds of
+batching window cost little latency and buy most of the batch throughput, and a bounded queue
+answers 429 at once instead of letting every client time out together."""
 
 from __future__ import annotations
 
@@ -34,4 +39,19 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (closed by default)")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per process (None: torch's "
                                       "default); set it when several workers share the cores")
-    api_key: str | None = Field(None, description="if set, /predict and /models need X-API-Key or a Bearer token")
+    api_key: str | None = Field(None, description="if set, everything but /, /healthz, /readyz and /static "
+                                "needs X-API-Key or a Bearer token; the admin endpoints need it always")
+    batch_window_ms: float = Field(5.0, ge=0, le=1000, description="how long the first queued /predict waits "
+                                   "for others to share its model call")
+    batch_max_tokens: int = Field(8192, ge=1, description="most tokenizer tokens in one batch of the batcher "
+                                  "(summed over its texts), and most padded tokens in one model call")
+    batch_pad_slack: int = Field(16, ge=0, description="most padding tokens a text may carry in a shared model "
+                                 "call; larger on a GPU, where padding is nearly free")
+    batch_max_texts: int = Field(64, ge=1, description="most texts in one model call of the batcher")
+    max_queue: int = Field(256, ge=1, description="texts admitted to the batcher and not yet answered; "
+                           "beyond it /predict answers 429")
+    max_explain_queue: int = Field(32, ge=1, description="texts being explained at once; beyond it "
+                                   "explain requests answer 429")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of a 429, in seconds")
+    shutdown_timeout_s: int = Field(30, ge=1, description="on SIGTERM, how long in-flight requests may "
+                                    "take to finish before they are cut")

@@ -1,7 +1,15 @@
 """Inference over a bundle: the one code path behind `make eval`, `make predict` and the API.
 
-Texts are normalised exactly as at training time, tokenised, run in length-sorted batches, and
-turned into calibrated probabilities with the bundle's fitted temperatures.
+Texts are normalised exactly as at training time, tokenised once, run in length-sorted batches
+padded to their own longest text, and turned into calibrated probabilities with the bundle's
+fitted temperatures.
+
+Backends: "fp32" runs the bundle's network as trained; "int8" runs the copy whose encoder Linear
+layers are int8 (`sharelens.quantize`, exported by `make quantize`). Either way `model` is the
+fp32 network, which explanations differentiate; `infer_model` is what `logits` runs.
+
+Threads are the process's business (torch.set_num_threads is process-wide): the server sets
+them from SHARELENS_TORCH_THREADS, the benchmarks from --threads.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import torch
 from sharelens.bundle import BundleInfo, load_model, verify_bundle
 from sharelens.labels import MOTIVES, TIERS
 from sharelens.modeling import tier_probs_from_logits
+from sharelens.quantize import check_backend
 from sharelens.text import Normalised, normalise
 
 
@@ -42,41 +51,98 @@ class RawOutputs:
 
 
 class Predictor:
-    def __init__(self, info: BundleInfo, model, tokenizer, device: str = "cpu") -> None:
+    def __init__(self, info: BundleInfo, model, tokenizer, device: str = "cpu", backend: str = "fp32",
+                 infer_model=None) -> None:
         self.info = info
-        self.model = model
+        self.model = model  # fp32, differentiable: explanations use it
+        self.infer_model = infer_model if infer_model is not None else model
+        self.backend = check_backend(backend)
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = info.max_length
         self.motive_temperature = float(info.calibration.get("motive_temperature", 1.0))
         self.tier_temperature = float(info.calibration.get("tier_temperature", 1.0))
+        self._layout: tuple[list[int], list[int]] | None = None
 
     @classmethod
-    def from_bundle(cls, path: Path | str, device: str = "cpu", check_hash: bool = True) -> Predictor:
+    def from_bundle(cls, path: Path | str, device: str = "cpu", check_hash: bool = True,
+                    backend: str = "fp32") -> Predictor:
+        check_backend(backend)
         info = verify_bundle(Path(path), check_hash=check_hash)
+        if backend == "int8":
+            from sharelens.errors import SharelensError
+            from sharelens.quantize import load_int8, verify_int8
+
+            if device != "cpu":
+                raise SharelensError("E240", f"the int8 backend runs on the CPU only, not {device!r}; "
+                                     "use backend fp32 on an accelerator")
+            manifest = verify_int8(info, check_hash=check_hash)  # refuse before loading anything heavy
+            model, tokenizer = load_model(info, device=device)
+            return cls(info, model, tokenizer, device=device, backend=backend,
+                       infer_model=load_int8(info, model, manifest))
         model, tokenizer = load_model(info, device=device)
-        return cls(info, model, tokenizer, device=device)
+        return cls(info, model, tokenizer, device=device, backend=backend)
 
     @property
     def version(self) -> str:
         return self.info.version
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The reference encoding (what `logits` computes in one pass): truncated, padded."""
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                               return_tensors="pt")
+
+    def _special_layout(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after one text ([CLS] .. [SEP], <s> .. </s>)."""
+        if self._layout is None:
+            probe = "a"
+            inner = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(probe)["input_ids"]
+            for i in range(len(full) - len(inner) + 1):
+                if full[i:i + len(inner)] == inner:
+                    self._layout = (list(full[:i]), list(full[i + len(inner):]))
+                    break
+            else:  # pragma: no cover - no tokenizer we load does this
+                raise RuntimeError("cannot find where the tokenizer puts a text between its special tokens")
+        return self._layout
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """One tokenizer pass: input ids truncated to the window, and each text's full token count
+        (special tokens included), so truncation is reported exactly without tokenising twice."""
+        prefix, suffix = self._special_layout()
+        budget = max(0, self.max_length - len(prefix) - len(suffix))
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        inner = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        counts = [len(ids) + len(prefix) + len(suffix) for ids in inner]
+        ids = [prefix + (list(x[-budget:]) if left and budget else list(x[:budget])) + suffix for x in inner]
+        return ids, counts
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = np.full((len(seqs), width), pad, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, x in enumerate(seqs):
+            sl = slice(width - len(x), width) if left else slice(0, len(x))
+            ids[row, sl] = x
+            mask[row, sl] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
     @torch.inference_mode()
     def logits(self, texts: list[str], batch_size: int = 32) -> tuple[RawOutputs, list[int]]:
         """Uncalibrated logits for already-normalised texts, in input order, and token counts."""
-        counts = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
-        order = np.argsort([-c for c in counts], kind="stable")
         m_out = np.zeros((len(texts), len(MOTIVES)), dtype=np.float32)
         t_out = np.zeros((len(texts), len(TIERS) - 1), dtype=np.float32)
+        if not texts:
+            return RawOutputs(m_out, t_out), []
+        seqs, counts = self.tokenize(texts)
+        # Longest first, so each batch is padded only to its own longest text.
+        order = np.argsort([-len(x) for x in seqs], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            enc = self.encode([texts[i] for i in idx])
-            out = self.model(input_ids=enc["input_ids"].to(self.device),
-                             attention_mask=enc["attention_mask"].to(self.device))
+            input_ids, attention_mask = self._pad([seqs[i] for i in idx])
+            out = self.infer_model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
             m_out[idx] = out["motive_logits"].float().cpu().numpy()
             t_out[idx] = out["tier_logits"].float().cpu().numpy()
         return RawOutputs(m_out, t_out), counts

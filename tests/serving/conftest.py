@@ -90,7 +90,16 @@ def app(settings, store):
 
     application = create_app(settings)
     application.dependency_overrides[get_store] = lambda: store  # the session's loaded store
-    return application
+    yield application
+    application.state.batcher.close(10)  # no lifespan ran: stop the worker thread here
+
+
+@pytest.fixture
+def private_models_dir(tmp_path: Path, serving_models_dir: Path) -> Path:
+    """A copy of the serving models dir that a test may change (move aliases, add versions)."""
+    root = tmp_path / "models"
+    shutil.copytree(serving_models_dir, root)
+    return root
 
 
 @pytest.fixture

@@ -1,0 +1,294 @@
+"""`make loadtest`: many concurrent clients against a real server on 127.0.0.1, with `wrk`.
+
+    python -m serving.loadtest [--clients 16] [--duration 60] [--backend int8] [--name sharelens]
+
+Starts `python -m serving.cli serve` as a subprocess (SHARELENS_PORT, SHARELENS_MODELS_DIR,
+SHARELENS_MODEL_NAME, SHARELENS_BACKEND), waits for /readyz, then runs wrk (Debian's package:
+`apt-get install -y wrk`) with one connection per client for the given duration. A Lua script
+POSTs /predict with real posts of the held-out test split, a different post per request (each
+wrk thread walks the list from its own offset). The server's resident memory is sampled every
+second. Printed: requests, failed requests (non-2xx answers and socket errors), throughput,
+latency p50/p95/p99, and RSS at start/end/max with a verdict on whether memory stayed flat
+(the peak of the second half of the run against the peak of the first).
+
+Traffic goes to 127.0.0.1 only, and the run stops by itself after --duration seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MARK = "SHARELENS_WRK "
+
+# wrk runs one Lua state per thread: `setup` sees every thread from the main state, `init` and
+# `request`/`response` run in the thread, `done` runs once at the end with the merged statistics.
+LUA = r"""
+local bodies_path = %(bodies)s
+local threads = {}
+local counter = 1
+
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  bodies = {}
+  for line in io.lines(bodies_path) do
+    bodies[#bodies + 1] = line
+  end
+  -- each thread starts at its own offset, so concurrent requests carry different posts
+  nxt = ((id - 1) * math.floor(#bodies / %(threads)d)) %% #bodies
+  non2xx = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  nxt = nxt %% #bodies + 1
+  return wrk.format(nil, "/predict", nil, bodies[nxt])
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do
+    bad = bad + (thread:get("non2xx") or 0)
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '%(mark)s{"requests": %%d, "duration_us": %%d, "bytes": %%d, "non2xx": %%d, "connect": %%d, "read": %%d, ' ..
+    '"write": %%d, "timeout": %%d, "status_gt399": %%d, "p50_us": %%d, "p95_us": %%d, "p99_us": %%d, ' ..
+    '"max_us": %%d, "mean_us": %%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, bad, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def lua_script(bodies: Path, threads: int) -> str:
+    # a JSON string literal is a valid Lua string literal for any path
+    return LUA % {"bodies": json.dumps(str(bodies)), "threads": max(1, threads), "mark": MARK}
+
+
+def write_bodies(posts: list[str], path: Path) -> int:
+    """One JSON request body per line (json.dumps escapes newlines, so a line is a body)."""
+    with path.open("w", encoding="utf-8") as fh:
+        for text in posts:
+            fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    return len(posts)
+
+
+def load_posts(path: Path, max_chars: int, n: int) -> list[str]:
+    posts = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                text = json.loads(line).get("text") or ""
+                if text.strip() and len(text) <= max_chars:  # longer ones would be refused (422), not load
+                    posts.append(text)
+    return posts[:n]
+
+
+class RssSampler(threading.Thread):
+    """The resident memory of one process, once a second, until stopped."""
+
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def sample(self) -> int:
+        rss = self.proc.memory_info().rss
+        self.samples.append((time.monotonic(), rss))
+        return rss
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - the process went away: the run reports it
+                return
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+def memory_verdict(samples: list[int], tolerance_mb: float = 50.0, tolerance_frac: float = 0.05) -> dict:
+    """Start/end/max RSS and whether it stayed flat: the highest RSS of the second half of the run
+    within max(50 MiB, 5%) of the highest of the first half. The heap grows once in the first
+    seconds of load (batches of a new size, allocator arenas); a leak keeps growing."""
+    if not samples:
+        return {"start_mb": None, "end_mb": None, "max_mb": None, "growth_mb": None, "flat": None, "samples": 0}
+    mb = [s / 2**20 for s in samples]
+    half = max(1, len(mb) // 2)
+    first, second = max(mb[:half]), max(mb[half:] or mb[-1:])
+    growth = second - first
+    return {"start_mb": mb[0], "end_mb": mb[-1], "max_mb": max(mb), "growth_mb": growth,
+            "flat": growth <= max(tolerance_mb, tolerance_frac * first), "samples": len(mb)}
+
+
+def run_wrk(url: str, script: Path, clients: int, threads: int, duration: int, timeout_s: int) -> dict:
+    cmd = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration}s", "--timeout", f"{timeout_s}s",
+           "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_s + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith(MARK):
+            return {**json.loads(line[len(MARK):]), "wrk_output": out.stdout}
+    raise RuntimeError(f"wrk gave no summary (exit {out.returncode}): {out.stdout[-1000:]} {out.stderr[-1000:]}")
+
+
+def summarise(w: dict, mem: dict, clients: int, duration: int) -> dict:
+    seconds = w["duration_us"] / 1e6
+    socket_errors = w["connect"] + w["read"] + w["write"] + w["timeout"]
+    failed = w["non2xx"] + socket_errors
+    return {
+        "clients": clients, "duration_s": seconds, "requests": w["requests"], "failed": failed,
+        "non2xx": w["non2xx"], "socket_errors": socket_errors,
+        "socket_error_detail": {k: w[k] for k in ("connect", "read", "write", "timeout")},
+        "throughput_rps": w["requests"] / seconds if seconds else 0.0,
+        "ok_rps": (w["requests"] - w["non2xx"]) / seconds if seconds else 0.0,
+        "latency_ms": {"p50": w["p50_us"] / 1000, "p95": w["p95_us"] / 1000, "p99": w["p99_us"] / 1000,
+                       "max": w["max_us"] / 1000, "mean": w["mean_us"] / 1000},
+        "rss": mem,
+    }
+
+
+def render(r: dict) -> str:
+    lat, mem = r["latency_ms"], r["rss"]
+    flat = {True: "yes", False: "NO (grew)", None: "n/a"}[mem["flat"]]
+
+    def mb(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0f} MiB"
+
+    rows = [
+        ("server", f"{r.get('model', '?')} backend {r.get('backend', '?')} ({r.get('backend_via', '')}), "
+                   f"{r.get('torch_threads') or 'default'} torch thread(s), cold start {r.get('cold_start_s', 0):.1f} s"),
+        ("load", f"{r['clients']} concurrent clients for {r['duration_s']:.0f} s (wrk), {r.get('distinct_posts', '?')} "
+                 "distinct real posts, one per request"),
+        ("requests", f"{r['requests']}"),
+        ("failed requests", f"{r['failed']} ({r['non2xx']} non-2xx, {r['socket_errors']} socket errors)"),
+        ("throughput", f"{r['throughput_rps']:.1f} requests/s ({r['ok_rps']:.1f} succeeded/s)"),
+        ("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms (max {lat['max']:.0f} ms)"),
+        ("server RSS start / end / max", f"{mb(mem['start_mb'])} / {mb(mem['end_mb'])} / {mb(mem['max_mb'])}"),
+        ("memory flat", f"{flat}: peak of the second half vs the first {mem['growth_mb']:+.0f} MiB "
+                        f"({mem['samples']} samples, 1/s)"
+         if mem["growth_mb"] is not None else flat),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"| {k:<{w}} | {v} |" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serving.bench import server_command, server_env, wait_ready
+    from serving.settings import Settings
+
+    ap = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=16, help="concurrent connections (default 16)")
+    ap.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
+    ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("SHARELENS_MODELS_DIR", REPO / "models")))
+    ap.add_argument("--name", default=os.environ.get("SHARELENS_MODEL_NAME", "sharelens"), help="registry name")
+    ap.add_argument("--backend", default=os.environ.get("SHARELENS_BACKEND", "fp32"), choices=("fp32", "int8"))
+    ap.add_argument("--posts", type=Path, default=REPO / "data/build/jsonl/test.jsonl")
+    ap.add_argument("--n-posts", type=int, default=1000, help="distinct posts to cycle through")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the server (SHARELENS_TORCH_THREADS)")
+    ap.add_argument("--wrk-threads", type=int, default=None, help="wrk threads (default: min(clients, 2))")
+    ap.add_argument("--timeout", type=int, default=10, help="seconds before wrk counts a request as timed out")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
+    if a.clients < 1 or a.duration < 1:
+        print("Error E433: --clients and --duration must be at least 1", file=sys.stderr)
+        return 2
+    if shutil.which("wrk") is None:
+        print("Error E432: the load generator `wrk` is not installed; install it with `apt-get install -y wrk`",
+              file=sys.stderr)
+        return 2
+    if not a.posts.exists():
+        print(f"Error E430: no posts at {a.posts}; run `make data`", file=sys.stderr)
+        return 2
+    posts = load_posts(a.posts, Settings().max_text_chars, a.n_posts)
+    if not posts:
+        print(f"Error E430: no usable posts in {a.posts}", file=sys.stderr)
+        return 2
+    wrk_threads = a.wrk_threads or max(1, min(a.clients, 2))
+
+    import httpx
+
+    from serving.bench import _free_port
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd, via = server_command(a.backend)
+    with tempfile.TemporaryDirectory(prefix="sharelens-loadtest-") as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        write_bodies(posts, bodies)
+        script = Path(tmp) / "predict.lua"
+        script.write_text(lua_script(bodies, wrk_threads), encoding="utf-8")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(port, a.models_dir, a.name, a.backend, a.threads),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sampler = None
+        try:
+            try:
+                wait_ready(proc, base)
+            except RuntimeError as exc:
+                print(f"Error E434: the server did not become ready: {exc}", file=sys.stderr)
+                return 2
+            cold = time.perf_counter() - t0
+            with httpx.Client(base_url=base, timeout=60) as client:
+                try:
+                    model = client.get("/models").json().get("serving")
+                except (httpx.HTTPError, ValueError, AttributeError):
+                    model = None
+                for text in posts[:10]:  # warm the HTTP path and the kernels before memory is sampled
+                    client.post("/predict", json={"text": text}).raise_for_status()
+            sampler = RssSampler(proc.pid)
+            sampler.sample()
+            sampler.start()
+            w = run_wrk(f"{base}/predict", script, a.clients, wrk_threads, a.duration, a.timeout)
+            sampler.stop()
+            sampler.sample()
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    res = summarise(w, memory_verdict([rss for _, rss in sampler.samples]), a.clients, a.duration)
+    res.update({"model": f"{a.name} {model}", "backend": a.backend, "backend_via": via, "cold_start_s": cold,
+                "torch_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads})
+    print(render(res))
+    if a.json:
+        doc = {k: v for k, v in res.items()}
+        doc["wrk_output"] = w.get("wrk_output", "")
+        a.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0 if res["requests"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
