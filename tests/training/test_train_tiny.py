@@ -67,4 +67,6 @@ def test_tiny_encoder_tokenises_chinese_characters(tiny_encoder_dir: Path, real_
 
     tok = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
     ids = [i for t in real_posts[:200] for i in tok(t)["input_ids"]]
-    assert sum(i == tok.unk_token_id for i in ids) / len(ids) < 0.2  # most characters are in the vocabulary
+    # 400 characters cover about 70% of what posts use; a tokenizer that lost its vocabulary (the
+    # transformers-5 `vocab_file=` trap) maps nearly everything to [UNK].
+    assert sum(i == tok.unk_token_id for i in ids) / len(ids) < 0.4
