@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup data encoder train eval promote models serve predict bench test test-slow test-browser lint clean
+.PHONY: help setup data encoder train eval promote models serve predict bench quantize loadtest test test-slow lint clean
 
 help: ## list every target
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -72,8 +72,14 @@ serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* 
 predict: $(STAMP) ## predict one text in the terminal: make predict TEXT="转发抽奖送三台手机"
 	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) -- "$(TEXT)"
 
-bench: $(STAMP) ## latency, throughput, memory, cold start and explanation faithfulness (prints a table)
+bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 vs int8 side by side (prints a table)
 	$(PY) -m serving.bench $(ARGS)
+
+quantize: $(CORPUS) ## export the int8 path beside a bundle and compare its test accuracy with fp32 (VERSION=…)
+	$(PY) -m training.quantize --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+
+loadtest: $(STAMP) ## 16 concurrent clients for 60 s against 127.0.0.1 with wrk (apt-get install wrk); ARGS="--duration 10"
+	$(PY) -m serving.loadtest $(ARGS)
 
 test: $(STAMP) ## run the test suite (fast; slow tests excluded)
 	$(PY) -m pytest

@@ -59,14 +59,15 @@ def render(response: PredictResponse, result: PredictResult) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from serving import parsing, service
     from serving.explain import Explainer
-    from serving.store import ModelStore
+    from serving.store import ModelStore, loader_for
 
     # The one-line error below says it all; keep library log records off the terminal.
     logging.getLogger("sharelens").addHandler(logging.NullHandler())
     settings = Settings(**({"models_dir": args.models_dir} if args.models_dir else {}))
     req = parsing.to_request({"text": args.text, "explain": args.explain, "model": args.model})
     texts = parsing.check_request(req, settings)
-    store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref)
+    store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
+                       loader=loader_for(settings.backend))
     explainer = Explainer(settings.explain_steps, settings.explain_top_k)
     response = service.predict(store, texts, explainer, explain=req.explain, model=req.model)
     print(render(response, response.results[0]))

@@ -29,7 +29,7 @@ from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.middleware import CatchAllMiddleware
 from serving.routes import STATIC, router
 from serving.settings import Settings
-from serving.store import ModelStore
+from serving.store import ModelStore, loader_for
 
 log = logging.getLogger("sharelens.serving")
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     metrics = Metrics()
     if store is None:
         store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
-                           capacity=settings.cache_size)
+                           capacity=settings.cache_size, loader=loader_for(settings.backend))
     store.on_load = metrics.observe_load
     store.on_reload = metrics.observe_reload
     gates = {name: Gate(name, limit, settings.retry_after_s, metrics.observe_depth, metrics.observe_reject)

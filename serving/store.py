@@ -46,6 +46,13 @@ def _default_loader(path: Path) -> Predictor:
     return Predictor.from_bundle(path)
 
 
+def loader_for(backend: str) -> Loader:
+    """The bundle loader of an inference path ("fp32" or "int8")."""
+    if backend == "fp32":
+        return _default_loader
+    return lambda path: Predictor.from_bundle(path, backend=backend)
+
+
 @dataclass
 class Swap:
     """What a successful reload or promotion did."""
