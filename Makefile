@@ -73,13 +73,14 @@ predict: $(STAMP) ## predict one text in the terminal: make predict TEXT="转发
 	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) -- "$(TEXT)"
 
 bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 vs int8 side by side (prints a table)
-	$(PY) -m serving.bench $(ARGS)
+	$(PY) -m serving.bench --name $(MODEL) $(ARGS)
 
 quantize: $(CORPUS) ## export the int8 path beside a bundle and compare its test accuracy with fp32 (VERSION=…)
-	$(PY) -m training.quantize --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+	$(PY) -m training.quantize --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(ARGS)
 
 loadtest: $(STAMP) ## 16 concurrent clients for 60 s against 127.0.0.1 with wrk (apt-get install wrk); ARGS="--duration 10"
-	$(PY) -m serving.loadtest $(ARGS)
+	@command -v wrk >/dev/null || { echo "Error E432: install wrk: apt-get install -y wrk" >&2; exit 2; }
+	$(PY) -m serving.loadtest --name $(MODEL) $(ARGS)
 
 test: $(STAMP) ## run the test suite (fast; slow tests excluded)
 	$(PY) -m pytest
