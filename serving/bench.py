@@ -113,6 +113,16 @@ def wait_ready(proc: subprocess.Popen, base: str, timeout: float = 300) -> None:
     raise RuntimeError(f"server not ready after {timeout:.0f} s")
 
 
+def stop_server(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM (the server drains in-flight requests), then SIGKILL if it outlives the grace period."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _motive_probs(response: dict) -> dict[str, float]:
     return {p["motive"]: p["probability"] for p in response["results"][0]["motive"]["probabilities"]}
 
@@ -171,12 +181,7 @@ def http_bench(posts: list[str], models_dir: Path, model_name: str, single_n: in
                 out["explain_p95_ms"] = 1000 * _pct(lat, 0.95)
             out["server_rss_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
     return out
 
 

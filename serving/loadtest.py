@@ -202,7 +202,7 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.bench import server_command, server_env, wait_ready
+    from serving.bench import server_command, server_env, stop_server, wait_ready
     from serving.settings import Settings
 
     ap = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
@@ -273,12 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if sampler is not None:
                 sampler.stop()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
     res = summarise(w, memory_verdict([rss for _, rss in sampler.samples]), a.clients, a.duration)
     res.update({"model": f"{a.name} {model}", "backend": a.backend, "backend_via": via, "cold_start_s": cold,
                 "torch_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads})
