@@ -72,7 +72,7 @@ serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* 
 predict: $(STAMP) ## predict one text in the terminal: make predict TEXT="转发抽奖送三台手机"
 	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) -- "$(TEXT)"
 
-bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 vs int8 side by side (prints a table)
+bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean (a table)
 	$(PY) -m serving.bench --name $(MODEL) $(ARGS)
 
 quantize: $(CORPUS) ## export the int8 path beside a bundle and compare its test accuracy with fp32 (VERSION=…)

@@ -18,8 +18,17 @@ where a text would carry more than `pad_slack` tokens of padding (or a forward w
 `max_texts` texts or `max_tokens` padded tokens): measured on the `fast` bundle, CPU, one thread,
 batches of 16 random posts: 1 forward 58 texts/s, singles 94, slack 8-16 tokens 114-117.
 
-Why a thread with a condition variable rather than an asyncio task: the model call blocks and has
-to leave the event loop anyway, and the worker must wait for "window over or budget full"
+Model threads: a collector thread forms batches; the forwards of a batch run on `workers` model
+threads (one per core by default, each single-threaded: see serving.main), so the calls of one
+32-text request, or the batches of two clients, run side by side. The collector takes the next
+batch only once a model thread is free, which is what lets a queue build up into a batch while
+the model is busy. Why not one call on all cores: torch's intra-op parallelism started from a
+thread other than the main one ran at about half its main-thread speed here (OpenMP teams
+contending for 2 cores), and one single-threaded call per core gave twice the batch throughput
+(int8, 32-text requests: 70 -> 140+ posts/s in process).
+
+Why threads with a condition variable rather than asyncio tasks: the model call blocks and has
+to leave the event loop anyway, and the collector must wait for "window over or budget full"
 precisely. Results travel back as `concurrent.futures.Future`s that any event loop can await:
 uvicorn's, or the fresh loop per request of a TestClient without lifespan.
 
@@ -34,7 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastapi.concurrency import run_in_threadpool
@@ -88,20 +97,42 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Job:
+    """One batch on its way through the model threads: its calls finish in any order."""
+
+    predictor: Predictor
+    items: list[_Item]
+    texts: list[str]
+    lengths: list[int]
+    calls: list[list[int]]
+    preds: list[Prediction | None]
+    remaining: int
+    started: float = field(default_factory=time.perf_counter)
+    failed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Batcher:
     def __init__(self, window_ms: float = 5.0, max_tokens: int = 8192, max_texts: int = 64, pad_slack: int = 16,
-                 gate: Gate | None = None, on_batch: BatchHook | None = None) -> None:
+                 gate: Gate | None = None, on_batch: BatchHook | None = None, workers: int = 1,
+                 thread_init: Callable[[], None] | None = None) -> None:
         self.window = window_ms / 1000
         self.max_tokens = max_tokens
         self.max_texts = max_texts
         self.pad_slack = pad_slack
+        self.workers = max(1, workers)
+        self._thread_init = thread_init
         self.gate = gate or Gate("predict", 1 << 30)
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._closing = False
         self._shared = False  # the last batch served several requests or left others waiting
+        self._inflight_calls = 0  # model calls submitted to the model threads and not finished
+        self._inflight_texts = 0
 
     # -- the request side (event loop) ----------------------------------------------------------
     async def predict(self, resolve: Callable[[], Predictor], texts: list[str]) -> tuple[Predictor, list[Prediction]]:
@@ -115,7 +146,7 @@ class Batcher:
         except BaseException:
             self.gate.release(len(texts))
             raise
-        # From here on the worker releases the gate, also for a request whose client went away.
+        # From here on the batcher releases the gate, also for a request whose client went away.
         return item.predictor, await asyncio.wrap_future(item.future)
 
     def submit(self, predictor: Predictor, texts: list[str]) -> Future:
@@ -141,12 +172,14 @@ class Batcher:
                 raise errors.shutting_down()
             self._queue.append(item)
             if self._thread is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sharelens-model",
+                                                initializer=self._thread_init)
                 self._thread = threading.Thread(target=self._run, name="sharelens-batcher", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()
 
     def close(self, timeout: float | None = None) -> bool:
-        """Refuse new work, answer everything queued, stop the worker; True when it has stopped."""
+        """Refuse new work, answer everything queued, stop the threads; True when they have stopped."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -156,20 +189,25 @@ class Batcher:
             return not thread.is_alive()
         return True
 
-    # -- the worker side (one thread) -----------------------------------------------------------
+    # -- the collector (one thread): forms batches while the model threads are busy -------------
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                self._execute(batch)
-            except Exception:  # noqa: BLE001 - the worker must survive anything one batch does
-                log.exception("batcher: a batch failed outside the model call")
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    self._dispatch(batch)
+                except Exception:  # noqa: BLE001 - the collector must survive anything one batch does
+                    log.exception("batcher: a batch failed outside the model call")
+        finally:
+            assert self._pool is not None
+            self._pool.shutdown(wait=True)  # draining: the calls already dispatched finish first
 
     def _take(self) -> list[_Item] | None:
-        """Block for the next batch: the oldest request's model, once its window is over or the
-        budget is full (at once while closing: draining should not wait for company)."""
+        """Block for the next batch: once a model thread is free, the oldest request's model, when
+        its window is over or the budget is full (at once while closing: draining should not wait
+        for company). Waiting for a free thread is what lets a queue build up into a batch."""
         with self._cond:
-            while not self._queue:
-                if self._closing:
+            while not self._queue or self._inflight_calls >= self.workers:
+                if self._closing and not self._queue:
                     return None
                 self._cond.wait()
             head = self._queue[0]
@@ -182,8 +220,8 @@ class Batcher:
             return self._select(head.predictor)
 
     def _company_likely(self) -> bool:
-        """Admitted texts not queued yet are on their way (the worker runs nothing while it waits)."""
-        return self._shared or self.gate.depth > sum(len(i.texts) for i in self._queue)
+        """Admitted texts neither queued nor in a model call yet are on their way to the queue."""
+        return self._shared or self.gate.depth > sum(len(i.texts) for i in self._queue) + self._inflight_texts
 
     def _full(self, predictor: Predictor) -> bool:
         mine = [i for i in self._queue if i.predictor is predictor]
@@ -208,38 +246,64 @@ class Batcher:
             chosen.append(item)
             n, tokens = m, t
         self._queue = rest
-        self._shared = len(chosen) > 1 or self.gate.depth > n
+        self._shared = len(chosen) > 1 or self.gate.depth > n + self._inflight_texts
         return chosen
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _dispatch(self, batch: list[_Item]) -> None:
         live = [i for i in batch if i.future.set_running_or_notify_cancel()]  # skip abandoned requests
-        try:
-            if live:
-                self._score(live)
-        finally:
-            self.gate.release(sum(len(i.texts) for i in batch))
-
-    def _score(self, items: list[_Item]) -> None:
-        predictor = items[0].predictor
-        texts = [t for i in items for t in i.texts]
-        lengths = [n for i in items for n in i.lengths]
-        calls = plan_forwards(lengths, self.max_texts, self.max_tokens, self.pad_slack)
-        preds: list[Prediction | None] = [None] * len(texts)
-        start = time.perf_counter()
-        try:
-            for call in calls:
-                out = predictor.predict([texts[i] for i in call], batch_size=len(call))
-                for i, pred in zip(call, out, strict=True):
-                    preds[i] = pred
-        except Exception as exc:  # noqa: BLE001 - handed to each waiting request (a 500 there)
-            for item in items:
-                item.future.set_exception(exc)
+        dead = sum(len(i.texts) for i in batch) - sum(len(i.texts) for i in live)
+        if dead:
+            self.gate.release(dead)
+        if not live:
             return
+        texts = [t for i in live for t in i.texts]
+        lengths = [n for i in live for n in i.lengths]
+        calls = plan_forwards(lengths, self.max_texts, self.max_tokens, self.pad_slack)
+        job = _Job(live[0].predictor, live, texts, lengths, calls, [None] * len(texts), len(calls))
+        assert self._pool is not None
+        with self._cond:
+            self._inflight_calls += len(calls)
+            self._inflight_texts += len(texts)
+        for call in calls:
+            self._pool.submit(self._forward, job, call)
+
+    # -- the model threads: one forward each ------------------------------------------------------
+    def _forward(self, job: _Job, call: list[int]) -> None:
+        error: BaseException | None = None
+        try:
+            if not job.failed:
+                out = job.predictor.predict([job.texts[i] for i in call], batch_size=len(call))
+                for i, pred in zip(call, out, strict=True):
+                    job.preds[i] = pred
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request (a 500 there)
+            error = exc
+        with job.lock:
+            job.remaining -= 1
+            first_failure = error is not None and not job.failed
+            job.failed = job.failed or error is not None
+            last = job.remaining == 0
+        try:
+            if first_failure:
+                for item in job.items:
+                    item.future.set_exception(error)  # type: ignore[arg-type]
+            if last:
+                self._finish(job)
         finally:
+            with self._cond:
+                self._inflight_calls -= 1
+                if last:
+                    self._inflight_texts -= len(job.texts)
+                self._cond.notify_all()
+
+    def _finish(self, job: _Job) -> None:
+        try:
             if self._on_batch is not None:
-                self._on_batch(str(getattr(predictor, "version", "unknown")), len(texts), sum(lengths), len(calls),
-                               time.perf_counter() - start)
-        at = 0
-        for item in items:
-            item.future.set_result(preds[at:at + len(item.texts)])
-            at += len(item.texts)
+                self._on_batch(str(getattr(job.predictor, "version", "unknown")), len(job.texts), sum(job.lengths),
+                               len(job.calls), time.perf_counter() - job.started)
+            if not job.failed:
+                at = 0
+                for item in job.items:
+                    item.future.set_result(job.preds[at:at + len(item.texts)])
+                    at += len(item.texts)
+        finally:
+            self.gate.release(len(job.texts))

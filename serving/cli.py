@@ -67,7 +67,7 @@ def _predict(args: argparse.Namespace) -> int:
     req = parsing.to_request({"text": args.text, "explain": args.explain, "model": args.model})
     texts = parsing.check_request(req, settings)
     store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
-                       loader=loader_for(settings.backend))
+                       loader=loader_for(settings.backend, settings.runtime))
     explainer = Explainer(settings.explain_steps, settings.explain_top_k)
     response = service.predict(store, texts, explainer, explain=req.explain, model=req.model)
     print(render(response, response.results[0]))

@@ -4,6 +4,7 @@ client can highlight its own string without re-normalising it."""
 
 from __future__ import annotations
 
+from serving.memory import trim
 from serving.schemas import Explanation, TargetExplanation, WordScore
 from sharelens.explain import Attribution, explain_text
 from sharelens.predictor import Prediction, Predictor
@@ -11,6 +12,14 @@ from sharelens.text import _ZERO_WIDTH, Normalised  # the characters normalise()
 
 MOTIVE_OBJECTIVE = "logit of the motive '{motive}'"
 TIER_OBJECTIVE = "expected tier, sum_k sigmoid(tier_logit_k): positive pushes towards higher tiers"
+
+
+def set_thread_count(n: int) -> None:
+    """torch intra-op threads of the calling thread (OpenMP keeps the count per thread)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def raw_span(raw: str, norm: Normalised, start: int, end: int) -> tuple[int, int]:
@@ -41,13 +50,29 @@ def _words(raw: str, pred: Prediction, attribution: Attribution, top_k: int) -> 
 
 
 class Explainer:
-    def __init__(self, steps: int = 16, top_k: int = 10) -> None:
+    """threads: torch intra-op threads for the calling thread while it explains (None: leave them).
+    Model calls without explanations run single-threaded on the batcher's threads; an
+    explanation (forward and backward passes over `steps` copies of a post) is one large job
+    that several cores finish sooner: 1.6 s -> 0.6 s per post with 2 threads on the 2-core
+    machine. The setting is per thread for OpenMP, so the batcher's threads keep theirs.
+
+    After each explanation the freed activations are handed back to the kernel
+    (`serving.memory.trim`): without it a server's resident memory grew from 0.5 to 1.3 GiB
+    over ten explanations and stayed there."""
+
+    def __init__(self, steps: int = 16, top_k: int = 10, threads: int | None = None) -> None:
         self.steps = steps
         self.top_k = top_k
+        self.threads = threads
 
     def explain(self, predictor: Predictor, raw: str, pred: Prediction, motive: str) -> Explanation:
-        ex = explain_text(predictor.model, predictor.tokenizer, pred.normalised.text, predictor.max_length,
-                          motive=motive, steps=self.steps)
+        if self.threads:
+            set_thread_count(self.threads)
+        try:
+            ex = explain_text(predictor.model, predictor.tokenizer, pred.normalised.text, predictor.max_length,
+                              motive=motive, steps=self.steps)
+        finally:
+            trim()
         return Explanation(
             motive=TargetExplanation(target=motive, objective=MOTIVE_OBJECTIVE.format(motive=motive),
                                      words=_words(raw, pred, ex.motive, self.top_k)),

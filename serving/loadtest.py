@@ -184,8 +184,9 @@ def render(r: dict) -> str:
         return "n/a" if x is None else f"{x:.0f} MiB"
 
     rows = [
-        ("server", f"{r.get('model', '?')} backend {r.get('backend', '?')} ({r.get('backend_via', '')}), "
-                   f"{r.get('torch_threads') or 'default'} torch thread(s), cold start {r.get('cold_start_s', 0):.1f} s"),
+        ("server", f"{r.get('model', '?')} backend {r.get('backend', '?')}, runtime {r.get('runtime', '?')}, "
+                   f"{r.get('model_threads') or 'one per core'} model thread(s), "
+                   f"cold start {r.get('cold_start_s', 0):.1f} s"),
         ("load", f"{r['clients']} concurrent clients for {r['duration_s']:.0f} s (wrk), {r.get('distinct_posts', '?')} "
                  "distinct real posts, one per request"),
         ("requests", f"{r['requests']}"),
@@ -202,7 +203,7 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.bench import server_command, server_env, stop_server, wait_ready
+    from serving.bench import server_env, stop_server, wait_ready
     from serving.settings import Settings
 
     ap = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
@@ -210,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("SHARELENS_MODELS_DIR", REPO / "models")))
     ap.add_argument("--name", default=os.environ.get("SHARELENS_MODEL_NAME", "sharelens"), help="registry name")
-    ap.add_argument("--backend", default=os.environ.get("SHARELENS_BACKEND", "fp32"), choices=("fp32", "int8"))
+    ap.add_argument("--backend", default=os.environ.get("SHARELENS_BACKEND", "int8"), choices=("fp32", "int8"),
+                    help="inference path of the server (default int8: the optimised one)")
+    ap.add_argument("--runtime", default=os.environ.get("SHARELENS_RUNTIME", "lean"), choices=("lean", "transformers"))
     ap.add_argument("--posts", type=Path, default=REPO / "data/build/jsonl/test.jsonl")
     ap.add_argument("--n-posts", type=int, default=1000, help="distinct posts to cycle through")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of the server (SHARELENS_TORCH_THREADS)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="model threads of the server (SHARELENS_MODEL_THREADS; default one per core)")
     ap.add_argument("--wrk-threads", type=int, default=None, help="wrk threads (default: min(clients, 2))")
     ap.add_argument("--timeout", type=int, default=10, help="seconds before wrk counts a request as timed out")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -240,14 +244,14 @@ def main(argv: list[str] | None = None) -> int:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd, via = server_command(a.backend)
+    cmd = [sys.executable, "-m", "serving.cli", "serve"]
     with tempfile.TemporaryDirectory(prefix="sharelens-loadtest-") as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
         write_bodies(posts, bodies)
         script = Path(tmp) / "predict.lua"
         script.write_text(lua_script(bodies, wrk_threads), encoding="utf-8")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(port, a.models_dir, a.name, a.backend, a.threads),
+        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(port, a.models_dir, a.name, a.backend, a.threads, a.runtime),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         sampler = None
         try:
@@ -275,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 sampler.stop()
             stop_server(proc)
     res = summarise(w, memory_verdict([rss for _, rss in sampler.samples]), a.clients, a.duration)
-    res.update({"model": f"{a.name} {model}", "backend": a.backend, "backend_via": via, "cold_start_s": cold,
-                "torch_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads})
+    res.update({"model": f"{a.name} {model}", "backend": a.backend, "runtime": a.runtime, "cold_start_s": cold,
+                "model_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads})
     print(render(res))
     if a.json:
         doc = {k: v for k, v in res.items()}

@@ -1,7 +1,8 @@
 """The FastAPI application: wiring only (settings, store, routes, handlers, middleware, page).
 
 The default model loads in `lifespan`, in a worker thread: /healthz answers at once, /readyz
-turns 200 when the model is loaded and warmed, and a /predict that arrives earlier waits for the
+turns 200 when the model is loaded and warmed (jieba's dictionary for explanations loads right
+after, in the same thread), and a /predict that arrives earlier waits for the
 same load rather than starting a second one. On shutdown (uvicorn has already let in-flight
 requests finish, see `serving.cli`), the batcher answers whatever is still queued before the
 process exits.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,11 +27,13 @@ from serving import admin, errors
 from serving.admission import Gate
 from serving.auth import ApiKeyMiddleware
 from serving.batcher import Batcher
+from serving.explain import set_thread_count
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.middleware import CatchAllMiddleware
 from serving.routes import STATIC, router
 from serving.settings import Settings
 from serving.store import ModelStore, loader_for
+from sharelens.explain import warm_up as warm_up_words
 
 log = logging.getLogger("sharelens.serving")
 
@@ -48,6 +52,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             store.load_default()
         except Exception:  # noqa: BLE001 - logged; /readyz reports it, /healthz stays up
             log.exception("the default model could not be loaded")
+            return
+        # After readiness, not before: predictions do not need jieba's dictionary (about 0.9 s to
+        # load), only explanations do, and one that arrives earlier waits for the same load.
+        warm_up_words()
 
     # Not awaited: startup completes at once. A load still running at shutdown dies with the process.
     loop = asyncio.get_running_loop()
@@ -63,7 +71,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     metrics = Metrics()
     if store is None:
         store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
-                           capacity=settings.cache_size, loader=loader_for(settings.backend))
+                           capacity=settings.cache_size, loader=loader_for(settings.backend, settings.runtime))
     store.on_load = metrics.observe_load
     store.on_reload = metrics.observe_reload
     gates = {name: Gate(name, limit, settings.retry_after_s, metrics.observe_depth, metrics.observe_reject)
@@ -76,7 +84,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.store = store
     app.state.metrics = metrics
     app.state.batcher = Batcher(settings.batch_window_ms, settings.batch_max_tokens, settings.batch_max_texts,
-                                settings.batch_pad_slack, gate=gates["predict"], on_batch=metrics.observe_batch)
+                                settings.batch_pad_slack, gate=gates["predict"], on_batch=metrics.observe_batch,
+                                workers=settings.resolved_model_threads(),
+                                thread_init=partial(set_thread_count, settings.resolved_torch_threads()))
     app.state.explain_gate = gates["explain"]
 
     app.include_router(router)
@@ -100,8 +110,10 @@ def app_factory() -> FastAPI:
     """For `uvicorn --factory serving.main:app_factory` (settings from SHARELENS_* variables)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    if settings.torch_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(settings.torch_threads)  # process-wide, so here and not in create_app
+
+    # The default for threads that set nothing themselves (the batcher's model threads and the
+    # explainer set their own, see create_app and serving.explain).
+    torch.set_num_threads(settings.resolved_torch_threads())
     return create_app(settings)

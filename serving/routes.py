@@ -46,7 +46,8 @@ def get_metrics(request: Request) -> Metrics:
 
 
 def get_explainer(settings: Annotated[Settings, Depends(get_settings)]) -> Explainer:
-    return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k)
+    return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k,
+                     threads=settings.resolved_explain_threads())
 
 
 def get_batcher(request: Request) -> Batcher:
@@ -101,7 +102,9 @@ def readyz(store: Annotated[ModelStore, Depends(get_store)]) -> Ready | JSONResp
     if not store.ready or store.default_version is None:
         detail = errors.MODEL_UNAVAILABLE if store.load_error else errors.NOT_READY
         return JSONResponse({"detail": detail}, status_code=503)
-    return Ready(model=ModelRef(name=store.name, version=store.default_version))
+    serving = store.get(None)
+    return Ready(model=ModelRef(name=store.name, version=store.default_version),
+                 backend=getattr(serving, "backend", None), runtime=getattr(serving, "runtime", None))
 
 
 @router.get("/models", response_model=ModelsResponse, responses={503: {"model": ErrorBody}}, tags=["ops"],

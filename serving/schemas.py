@@ -111,6 +111,8 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     model: ModelRef
+    backend: str | None = Field(None, description="inference path of the default model: fp32 or int8")
+    runtime: str | None = Field(None, description="how it was built: lean (plain torch) or transformers")
 
 
 class VersionInfo(BaseModel):

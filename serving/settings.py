@@ -10,6 +10,7 @@ answers 429 at once instead of letting every client time out together."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -29,6 +37,9 @@ class Settings(BaseSettings):
     backend: Literal["fp32", "int8"] = Field(
         "fp32", description="inference path: fp32 eager, or the int8 export stored beside the bundle "
         "(`make quantize VERSION=...`; within 0.5 macro-F1 points of fp32 on the held-out test)")
+    runtime: Literal["auto", "lean", "transformers"] = Field(
+        "auto", description="how bundles are built: lean (plain torch + tokenizers, seconds faster to start, "
+        "identical outputs), transformers (as trained), auto (lean for plain BERT bundles)")
     max_text_chars: int = Field(2000, ge=1, description="longest accepted text, in characters")
     max_batch: int = Field(64, ge=1, description="most texts in one request")
     max_body_bytes: int = Field(1_000_000, ge=1, description="largest accepted request body")
@@ -38,11 +49,15 @@ class Settings(BaseSettings):
     explain_steps: int = Field(16, ge=1, le=256, description="Integrated Gradients steps per explanation")
     max_explain_batch: int = Field(16, ge=1, description="most texts one request may ask to explain "
                                    "(each explanation costs explain_steps forward and backward passes)")
+    explain_threads: int | None = Field(None, ge=1, description="torch intra-op threads of a thread while it "
+                                        "explains (None: the usable cores shared out over worker processes)")
     explain_top_k: int = Field(10, ge=1, le=100, description="words returned per explanation")
     cache_size: int = Field(2, ge=1, description="model versions kept loaded at once")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (closed by default)")
-    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per process (None: torch's "
-                                      "default); set it when several workers share the cores")
+    model_threads: int | None = Field(None, ge=1, description="threads running model calls side by side "
+                                      "(None: the usable CPU cores shared out over the server's worker processes)")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of each model call (None: "
+                                      "cores / model_threads, at least 1); process-wide")
     api_key: str | None = Field(None, description="if set, everything but /, /healthz, /readyz and /static "
                                 "needs X-API-Key or a Bearer token; the admin endpoints need it always")
     batch_window_ms: float = Field(5.0, ge=0, le=1000, description="how long the first queued /predict waits "
@@ -59,3 +74,15 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 429, in seconds")
     shutdown_timeout_s: int = Field(30, ge=1, description="on SIGTERM, how long in-flight requests may "
                                     "take to finish before they are cut")
+
+    def cores_per_process(self) -> int:
+        return max(1, usable_cores() // self.workers)
+
+    def resolved_model_threads(self) -> int:
+        return self.model_threads or self.cores_per_process()
+
+    def resolved_explain_threads(self) -> int:
+        return self.explain_threads or self.cores_per_process()
+
+    def resolved_torch_threads(self) -> int:
+        return self.torch_threads or max(1, self.cores_per_process() // self.resolved_model_threads())

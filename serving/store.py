@@ -31,7 +31,6 @@ import numpy as np
 from serving import errors
 from sharelens.bundle import NAME_RE, VERSION_RE
 from sharelens.errors import SharelensError
-from sharelens.explain import warm_up as warm_up_words
 from sharelens.predictor import Predictor
 from sharelens.registry import ALIAS_RE, Registry
 
@@ -46,11 +45,11 @@ def _default_loader(path: Path) -> Predictor:
     return Predictor.from_bundle(path)
 
 
-def loader_for(backend: str) -> Loader:
-    """The bundle loader of an inference path ("fp32" or "int8")."""
-    if backend == "fp32":
+def loader_for(backend: str, runtime: str = "auto") -> Loader:
+    """The bundle loader of an inference path ("fp32" or "int8") on a runtime (sharelens.bundle)."""
+    if backend == "fp32" and runtime == "auto":
         return _default_loader
-    return lambda path: Predictor.from_bundle(path, backend=backend)
+    return lambda path: Predictor.from_bundle(path, backend=backend, runtime=runtime)
 
 
 @dataclass
@@ -219,7 +218,6 @@ class ModelStore:
         preds = predictor.predict([WARM_UP_TEXT])  # first call pays tokenizer and kernel set-up
         if not all(np.isfinite(p.motive_probs).all() and np.isfinite(p.tier_probs).all() for p in preds):
             raise SharelensError("E421", f"{self.name} {version} gives non-finite probabilities")
-        warm_up_words()
         seconds = time.perf_counter() - start
         log.info("loaded %s %s in %.2fs", self.name, version, seconds)
         if self.on_load is not None:

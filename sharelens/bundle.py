@@ -49,14 +49,17 @@ def labels_doc() -> dict[str, Any]:
 
 
 def library_versions() -> dict[str, str]:
+    # Installed versions from package metadata: importing transformers just to read its version
+    # would cost a serving process the seconds the lean runtime saves.
+    from importlib.metadata import version
+
     import tokenizers
     import torch
-    import transformers
 
     import sharelens
 
     return {"sharelens": sharelens.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+            "transformers": version("transformers"), "tokenizers": tokenizers.__version__}
 
 
 def _major(v: str) -> str:
@@ -119,17 +122,56 @@ def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
     return BundleInfo(path=path, meta=meta, calibration=calibration)
 
 
-def load_model(info: BundleInfo, device: str = "cpu"):  # -> tuple[ShareLensModel, PreTrainedTokenizerBase]
-    """Build the network from a verified bundle and load its weights strictly."""
+RUNTIMES = ("auto", "lean", "transformers")
+
+
+def choose_runtime(info: BundleInfo, runtime: str = "auto") -> str:
+    """"lean" (plain torch + tokenizers: `sharelens.lean_bert`) where the bundle's encoder is a
+    plain BERT, else "transformers"; an explicit "lean" for another architecture is refused."""
+    from sharelens.lean_bert import unsupported
+
+    if runtime not in RUNTIMES:
+        raise SharelensError("E219", f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if runtime == "transformers":
+        return runtime
+    try:
+        config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SharelensError("E217", f"bundle {info.path}: config.json is unreadable ({exc}); "
+                             "retrain it or promote another version") from exc
+    why = unsupported(config) if (info.path / "tokenizer.json").is_file() else "no tokenizer.json"
+    if why is None:
+        return "lean"
+    if runtime == "lean":
+        raise SharelensError("E219", f"bundle {info.path} cannot run on the lean runtime ({why}); "
+                             "use runtime 'transformers' or 'auto'")
+    return "transformers"
+
+
+def load_model(info: BundleInfo, device: str = "cpu", runtime: str = "auto"):
+    """Build the network from a verified bundle and load its weights strictly.
+
+    runtime: "transformers" builds transformers' model and tokenizer (what training used);
+    "lean" the same function in plain torch and `tokenizers` (`sharelens.lean_bert`,
+    `sharelens.lean_tokenizer`: seconds less to import, the serving default); "auto" is lean
+    where the architecture allows. Returns (ShareLensModel, tokenizer)."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoTokenizer
 
     from sharelens.modeling import ShareLensModel
 
+    runtime = choose_runtime(info, runtime)
     try:
-        config = AutoConfig.from_pretrained(info.path)
-        tokenizer = AutoTokenizer.from_pretrained(info.path)
-        model = ShareLensModel.from_config(config)
+        if runtime == "lean":
+            from sharelens.lean_tokenizer import FastTokenizer
+
+            config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
+            tokenizer = FastTokenizer.from_folder(info.path)
+            model = ShareLensModel.lean_from_config(config)
+        else:
+            from transformers import AutoConfig, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(info.path)
+            model = ShareLensModel.from_config(AutoConfig.from_pretrained(info.path))
         state = load_file(str(info.path / WEIGHTS), device=device)
         model.load_state_dict(state, strict=True)
     except SharelensError:
@@ -138,6 +180,7 @@ def load_model(info: BundleInfo, device: str = "cpu"):  # -> tuple[ShareLensMode
         raise SharelensError("E217", f"bundle {info.path} could not be loaded ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200]}); retrain it or promote another version") from exc
     model.eval().to(device)
+    model.runtime = runtime
     return model, tokenizer
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -139,13 +139,21 @@ def char_scores(text: str, token_scores: np.ndarray, offsets: list[tuple[int, in
     return scores, covered
 
 
-@lru_cache(maxsize=1)
-def _jieba():
-    import jieba
+_JIEBA_LOCK = threading.Lock()
+_JIEBA: list = []
 
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
-    return jieba
+
+def _jieba():
+    """jieba with its dictionary loaded, once per process; concurrent first callers wait for it."""
+    if not _JIEBA:
+        with _JIEBA_LOCK:
+            if not _JIEBA:
+                import jieba
+
+                jieba.setLogLevel(logging.WARNING)
+                jieba.initialize()
+                _JIEBA.append(jieba)
+    return _JIEBA[0]
 
 
 def warm_up() -> None:

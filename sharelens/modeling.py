@@ -13,12 +13,15 @@ Both training and serving build the network from here, so what is evaluated is w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from sharelens.labels import MOTIVES, TIERS
+
+if TYPE_CHECKING:  # transformers is imported only where a transformers encoder is built: serving
+    from transformers import PretrainedConfig  # runs on sharelens.lean_bert without it
 
 IGNORE = -100
 
@@ -56,13 +59,15 @@ class ShareLensModel(nn.Module):
         self.tier_loss_weight = 1.0
 
     @property
-    def config(self) -> PretrainedConfig:
+    def config(self) -> PretrainedConfig | Any:
         return self.encoder.config
 
     @classmethod
     def from_encoder(cls, name_or_path: str, keep_layers: int | None = None, dropout: float = 0.1,
                      **kwargs) -> ShareLensModel:
         """Start from pretrained encoder weights (local folder or hub id)."""
+        from transformers import AutoConfig, AutoModel
+
         config = AutoConfig.from_pretrained(name_or_path, **kwargs)
         if keep_layers is not None and keep_layers < config.num_hidden_layers:
             config.num_hidden_layers = keep_layers  # the first k layers; the rest are not loaded
@@ -72,8 +77,17 @@ class ShareLensModel(nn.Module):
     @classmethod
     def from_config(cls, encoder_config: PretrainedConfig, dropout: float = 0.1) -> ShareLensModel:
         """An untrained shell with the given encoder shape (weights come from a bundle)."""
+        from transformers import AutoModel
+
         encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
         return cls(encoder, dropout=dropout)
+
+    @classmethod
+    def lean_from_config(cls, config: dict[str, Any]) -> ShareLensModel:
+        """The same network on `sharelens.lean_bert` (inference and gradients; no transformers)."""
+        from sharelens.lean_bert import LeanBertConfig, LeanBertModel
+
+        return cls(LeanBertModel(LeanBertConfig.from_dict(config)), dropout=0.0)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,6 +8,10 @@ Backends: "fp32" runs the bundle's network as trained; "int8" runs the copy whos
 layers are int8 (`sharelens.quantize`, exported by `make quantize`). Either way `model` is the
 fp32 network, which explanations differentiate; `infer_model` is what `logits` runs.
 
+Runtimes: the network and tokenizer are built either by transformers (as at training time) or
+by `sharelens.lean_bert` / `sharelens.lean_tokenizer` (the same function in plain torch and
+`tokenizers`, seconds faster to import); "auto" takes the lean one for plain BERT bundles.
+
 Threads are the process's business (torch.set_num_threads is process-wide): the server sets
 them from SHARELENS_TORCH_THREADS, the benchmarks from --threads.
 """
@@ -66,7 +70,9 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: Path | str, device: str = "cpu", check_hash: bool = True,
-                    backend: str = "fp32") -> Predictor:
+                    backend: str = "fp32", runtime: str = "auto") -> Predictor:
+        """runtime: how the network is built (`sharelens.bundle.load_model`): "auto" runs plain
+        BERT bundles on the lean runtime (no transformers import), "transformers" as trained."""
         check_backend(backend)
         info = verify_bundle(Path(path), check_hash=check_hash)
         if backend == "int8":
@@ -77,11 +83,15 @@ class Predictor:
                 raise SharelensError("E240", f"the int8 backend runs on the CPU only, not {device!r}; "
                                      "use backend fp32 on an accelerator")
             manifest = verify_int8(info, check_hash=check_hash)  # refuse before loading anything heavy
-            model, tokenizer = load_model(info, device=device)
+            model, tokenizer = load_model(info, device=device, runtime=runtime)
             return cls(info, model, tokenizer, device=device, backend=backend,
                        infer_model=load_int8(info, model, manifest))
-        model, tokenizer = load_model(info, device=device)
+        model, tokenizer = load_model(info, device=device, runtime=runtime)
         return cls(info, model, tokenizer, device=device, backend=backend)
+
+    @property
+    def runtime(self) -> str:
+        return str(getattr(self.model, "runtime", "transformers"))
 
     @property
     def version(self) -> str:

@@ -156,6 +156,63 @@ def test_close_answers_everything_queued_then_refuses() -> None:
     assert e.value.status == 503 and e.value.detail == errors.SHUTTING_DOWN
 
 
+class Rendezvous(Recorder):
+    """A predictor double whose calls return only once `parties` calls are inside at the same time:
+    it proves that calls run side by side (with one model thread it would wait forever)."""
+
+    def __init__(self, version: str, parties: int) -> None:
+        super().__init__(version)
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads: set[str] = set()
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        self.threads.add(threading.current_thread().name)
+        self.barrier.wait()  # raises BrokenBarrierError on timeout: the calls were serialised
+        return super().predict(texts, batch_size)
+
+
+def test_the_calls_of_one_batch_run_side_by_side_on_the_model_threads() -> None:
+    inits: list[str] = []
+    batcher = Batcher(window_ms=0, pad_slack=0, workers=2,
+                      thread_init=lambda: inits.append(threading.current_thread().name))
+    p = Rendezvous("v0001-20260101", parties=2)
+    # Lengths 3 and 12 tokens with no padding slack: two model calls for one request.
+    assert batcher.submit(p, ["a", "bbbbbbbbbb"]).result(10) == ["v0001-20260101:a", "v0001-20260101:bbbbbbbbbb"]
+    assert len(p.threads) == 2 and all(t.startswith("sharelens-model") for t in p.threads)
+    assert sorted(inits) == sorted(p.threads)  # every model thread ran the initialiser once
+    assert batcher.gate.depth == 0
+    assert batcher.close(10)
+
+
+def test_two_model_threads_serve_two_batches_at_once() -> None:
+    batcher = Batcher(window_ms=0, workers=2)
+    # Two versions never share a batch; one barrier needs both of their calls inside at once.
+    a, b = Rendezvous("v0001-20260101", parties=2), Rendezvous("v0002-20260101", parties=2)
+    b.barrier = a.barrier
+    f1 = batcher.submit(a, ["x"])
+    f2 = batcher.submit(b, ["y"])
+    assert f1.result(10) == ["v0001-20260101:x"] and f2.result(10) == ["v0002-20260101:y"]
+    assert batcher.close(10)
+
+
+def test_a_failing_call_fails_its_batch_once_and_the_other_calls_finish() -> None:
+    batcher = Batcher(window_ms=0, pad_slack=0, workers=2)
+
+    class Half(Recorder):
+        def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+            if texts == ["boom"]:
+                raise RuntimeError("model exploded")
+            return super().predict(texts, batch_size)
+
+    p = Half("v0001-20260101")
+    f = batcher.submit(p, ["boom", "a much longer text than boom"])
+    with pytest.raises(RuntimeError, match="model exploded"):
+        f.result(10)
+    assert batcher.submit(p, ["fine"]).result(10) == ["v0001-20260101:fine"]
+    assert batcher.gate.depth == 0
+    assert batcher.close(10)
+
+
 def test_the_gate_refuses_beyond_max_queue_but_an_idle_gate_admits_anything() -> None:
     gate = Gate("predict", limit=3, retry_after_s=2)
     gate.acquire(5)  # idle: a batch larger than the limit is slow, never refused forever

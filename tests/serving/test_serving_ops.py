@@ -30,7 +30,8 @@ def test_readyz_before_and_after_load(serving_models_dir, versions) -> None:
     store.load_default()
     res = client.get("/readyz")
     assert res.status_code == 200
-    assert res.json() == {"status": "ready", "model": {"name": "sharelens", "version": versions["production"]}}
+    assert res.json() == {"status": "ready", "model": {"name": "sharelens", "version": versions["production"]},
+                          "backend": "fp32", "runtime": "lean"}
 
 
 def test_lifespan_loads_the_default_model(serving_models_dir, versions) -> None:

@@ -271,3 +271,33 @@ def test_trimmed_vocabulary_gives_identical_outputs_on_real_posts(
         a = hf_model(**hf_tokenizer(sample, padding=True, return_tensors="pt")).last_hidden_state
         b = small(**small_tok(sample, padding=True, return_tensors="pt")).last_hidden_state
     assert torch.equal(a, b)
+
+
+def test_lean_runtime_matches_transformers_on_the_real_encoder(
+    converted: tuple[Path, float], hf_model: torch.nn.Module, hf_tokenizer, posts: list[str]
+) -> None:
+    """sharelens.lean_bert + lean_tokenizer (the serving runtime) against transformers, on the
+    converted 12-layer multilingual-e5-small and real posts: same tokens, same hidden states."""
+    from sharelens.lean_bert import LeanBertConfig, LeanBertModel, unsupported
+    from sharelens.lean_tokenizer import FastTokenizer
+
+    folder, _ = converted
+    config = json.loads((folder / "config.json").read_text())
+    assert unsupported(config) is None
+    lean = LeanBertModel(LeanBertConfig.from_dict(config)).eval()
+    lean.load_state_dict({k: v for k, v in hf_model.state_dict().items() if k in lean.state_dict()}, strict=True)
+    tok = FastTokenizer.from_folder(folder)
+    sample = posts[:48]
+    kw = {"truncation": True, "max_length": 512, "return_offsets_mapping": True, "return_special_tokens_mask": True}
+    ours, theirs = tok(sample, **kw), hf_tokenizer(sample, **kw)
+    for key in ("input_ids", "special_tokens_mask"):
+        assert ours[key] == [list(x) for x in theirs[key]], key
+    assert ours["offset_mapping"] == [[tuple(o) for o in x] for x in theirs["offset_mapping"]]
+    batch = hf_tokenizer(sample, padding=True, truncation=True, max_length=512, return_tensors="pt")
+    with torch.no_grad():
+        a = hf_model(**batch).last_hidden_state
+        b = lean(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    keep = batch["attention_mask"].bool()
+    gap = (a[keep] - b[keep]).abs().max().item()
+    print(f"\nlean vs transformers on {len(sample)} real posts: max |hidden difference| {gap:.2e}")
+    assert gap <= 1e-4
