@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         doc = {k: v for k, v in res.items()}
         doc["wrk_output"] = w.get("wrk_output", "")
+        doc["rss_samples_mb"] = [round(rss / 2**20, 1) for _, rss in sampler.samples]
         a.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0 if res["requests"] else 1
 
