@@ -61,7 +61,10 @@ class TierProbability(BaseModel):
 
 
 class TierResult(BaseModel):
-    top: Literal[TIERS] = Field(description="The most probable engagement tier.")  # type: ignore[valid-type]
+    top: Literal[TIERS] = Field(  # type: ignore[valid-type]
+        description="The predicted engagement tier: the median of the distribution below (the lowest tier whose "
+        "cumulative probability reaches 0.5), which minimises the expected distance to the true tier; it can "
+        "differ from the single most probable tier.")
     probabilities: list[TierProbability] = Field(description="The four tiers in order low, medium, high, "
                                                  "viral; they sum to 1.")
 

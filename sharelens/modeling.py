@@ -45,6 +45,19 @@ def tier_probs_from_logits(tier_logits: torch.Tensor, temperature: float = 1.0) 
     return p / p.sum(dim=-1, keepdim=True)
 
 
+def median_tier(tier_probs):  # np.ndarray (..., 4) -> int indices (...)
+    """The tier reported as the prediction: the median of the distribution, i.e. the lowest tier
+    whose cumulative probability reaches 0.5. Under the ordinal head this is CORAL's own rule
+    (the number of thresholds k with P(tier > k) > 0.5, Cao et al. 2020) and the choice that
+    minimises the expected distance to the true tier. The single most probable tier (argmax)
+    was used before: selected on the validation split, the median gave QWK 0.337 vs 0.294 and
+    macro-F1 0.390 vs 0.244, and argmax never predicted `high`."""
+    import numpy as np
+
+    cum = np.cumsum(np.asarray(tier_probs, dtype=np.float64), axis=-1)
+    return (cum < 0.5 - 1e-9).sum(axis=-1).clip(0, cum.shape[-1] - 1)
+
+
 class ShareLensModel(nn.Module):
     def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
         super().__init__()

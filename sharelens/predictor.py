@@ -26,7 +26,7 @@ import torch
 
 from sharelens.bundle import BundleInfo, load_model, verify_bundle
 from sharelens.labels import MOTIVES, TIERS
-from sharelens.modeling import tier_probs_from_logits
+from sharelens.modeling import median_tier, tier_probs_from_logits
 from sharelens.quantize import check_backend
 from sharelens.text import Normalised, normalise
 
@@ -45,7 +45,7 @@ class Prediction:
 
     @property
     def tier(self) -> str:
-        return TIERS[int(self.tier_probs.argmax())]
+        return TIERS[int(median_tier(self.tier_probs))]
 
 
 @dataclass

@@ -34,10 +34,18 @@ def motive_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def tier_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
-    y_pred = probs.argmax(1)
+    """The tier decided by the median of each distribution (`sharelens.modeling.median_tier`), the
+    same rule for the model and the baselines; the argmax figures are kept for comparison."""
+    from sharelens.modeling import median_tier
+
+    y_pred = median_tier(probs)
     labels = list(range(len(TIERS)))
     present = sorted(set(int(x) for x in y_true))
+    by_argmax = probs.argmax(1)
     return {
+        "decision": "median",
+        "argmax": {"qwk": float(cohen_kappa_score(y_true, by_argmax, labels=labels, weights="quadratic")),
+                   "macro_f1": float(f1_score(y_true, by_argmax, labels=present, average="macro", zero_division=0))},
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),

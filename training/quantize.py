@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sharelens.errors import SharelensError
+from sharelens.modeling import median_tier
 
 TARGET_POINTS = 0.5  # |int8 - fp32| macro-F1, in points (0-100), on each head
 
@@ -39,7 +40,7 @@ def agreement(fp32, int8, texts: list[str]) -> dict:
     return {
         "posts": len(texts),
         "top_motive": float((mp0.argmax(1) == mp1.argmax(1)).mean()),
-        "top_tier": float((tp0.argmax(1) == tp1.argmax(1)).mean()),
+        "top_tier": float((median_tier(tp0) == median_tier(tp1)).mean()),
         "motive_prob_abs_diff": {"mean": float(np.abs(mp1 - mp0).mean()), "p99_of_max": float(np.quantile(dm, 0.99)),
                                  "max": float(dm.max())},
         "tier_prob_abs_diff": {"mean": float(np.abs(tp1 - tp0).mean()), "p99_of_max": float(np.quantile(dt, 0.99)),

@@ -76,6 +76,11 @@ def write_report(doc: dict, out_dir: Path, tag: str = "") -> Path:
             for who in ("model", "tfidf_logreg", "majority"):
                 r = t[who]
                 lines.append(f"| {who} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['qwk']:.3f} | {r['mae']:.3f} |")
+            if "argmax" in t["model"]:
+                lines += ["", "Tiers are decided by the median of each predicted distribution (every model alike); "
+                          "by the most probable tier instead: " + ", ".join(
+                              f"{who} QWK {t[who]['argmax']['qwk']:.3f} / macro-F1 {t[who]['argmax']['macro_f1']:.3f}"
+                              for who in ("model", "tfidf_logreg") if "argmax" in t[who]) + "."]
             lines += ["", f"ECE before scaling {t['calibration']['ece_before']:.3f}, after "
                       f"{t['calibration']['ece_after']:.3f}", ""]
             _confusion_png(t["model"]["confusion"], TIERS, f"{name}: tier", out_dir / f"confusion-tier-{name}{tag}.png")
