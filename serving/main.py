@@ -112,7 +112,6 @@ def app_factory() -> FastAPI:
     settings = Settings()
     import torch
 
-
     # The default for threads that set nothing themselves (the batcher's model threads and the
     # explainer set their own, see create_app and serving.explain).
     torch.set_num_threads(settings.resolved_torch_threads())
