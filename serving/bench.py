@@ -77,6 +77,11 @@ def parse_configs(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def server_command() -> list[str]:
+    """How the benchmarks start a server: the same entry point as `make serve`."""
+    return [sys.executable, "-m", "serving.cli", "serve"]
+
+
 def label(backend: str, runtime: str) -> str:
     return f"{backend} {runtime}"
 
@@ -148,7 +153,7 @@ def http_bench(posts: list[str], models_dir: Path, model_name: str, single_n: in
 
     port = _free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve"], cwd=REPO,
+    proc = subprocess.Popen(server_command(), cwd=REPO,
                             env=server_env(port, models_dir, model_name, backend, threads, runtime),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

@@ -203,7 +203,7 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.bench import server_env, stop_server, wait_ready
+    from serving.bench import server_command, server_env, stop_server, wait_ready
     from serving.settings import Settings
 
     ap = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "serving.cli", "serve"]
+    cmd = server_command()
     with tempfile.TemporaryDirectory(prefix="sharelens-loadtest-") as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
         write_bodies(posts, bodies)
