@@ -69,8 +69,8 @@ models: $(STAMP) ## list trained versions and aliases
 serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* env settings)
 	$(PY) -m serving.cli serve
 
-predict: $(STAMP) ## predict one text in the terminal: make predict TEXT="转发抽奖送三台手机"
-	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) -- "$(TEXT)"
+predict: $(STAMP) ## predict one post in the terminal: make predict TEXT="转发抽奖送三台手机" [ARGS="--channel 明星 --vip true"]
+	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
 
 bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean (a table)
 	$(PY) -m serving.bench --name $(MODEL) $(ARGS)

@@ -4,19 +4,19 @@ Why: one BERT forward over sixteen posts costs far less than sixteen forwards ov
 (the weights are read once, the matrix products are wider), but clients send one post at a time.
 So requests are queued, and one worker thread runs the model on whatever has arrived: the first
 request waits at most `window_ms` for company, and a batch closes early once it holds
-`max_texts` texts or `max_tokens` tokens (tokenizer tokens summed over its texts, as
+`max_texts` posts or `max_tokens` tokens (tokenizer tokens summed over its posts, as
 text-embeddings-inference counts them). The window is only waited when company is likely: other requests already admitted
 and on their way to the queue, or a previous batch that was shared. A lone client, one request
 after the other, never pays it (Triton's default delay is 0 for that reason); under concurrency
 the first batch may run small, and every later one waits. Each batch serves one predictor object: requests for different versions never share a
 forward, and a request that resolved its model before a reload finishes on that model.
 
-A batch is not one padded forward: texts of a post-length mix (5 to 500 tokens) padded to the
+A batch is not one padded forward: posts of a post-length mix (5 to 500 tokens) padded to the
 longest waste most of the compute, and on a CPU one padded forward over 16 random posts was
 measured slower than 16 single forwards. `plan_forwards` sorts the batch by length and cuts it
 where a text would carry more than `pad_slack` tokens of padding (or a forward would exceed
-`max_texts` texts or `max_tokens` padded tokens): measured on the `fast` bundle, CPU, one thread,
-batches of 16 random posts: 1 forward 58 texts/s, singles 94, slack 8-16 tokens 114-117.
+`max_texts` posts or `max_tokens` padded tokens): measured on the `fast` bundle, CPU, one thread,
+batches of 16 random posts: 1 forward 58 posts/s, singles 94, slack 8-16 tokens 114-117.
 
 Model threads: a collector thread forms batches; the forwards of a batch run on `workers` model
 threads (one per core by default, each single-threaded: see serving.main), so the calls of one
@@ -50,28 +50,29 @@ from fastapi.concurrency import run_in_threadpool
 
 from serving import errors
 from serving.admission import Gate
+from sharelens.post import Post
 from sharelens.predictor import Prediction, Predictor
 from sharelens.text import normalise
 
 log = logging.getLogger("sharelens.serving")
 
-# (model_version, texts, tokens, forwards, seconds) -> None: where metrics plug in.
+# (model_version, posts, tokens, forwards, seconds) -> None: where metrics plug in.
 BatchHook = Callable[[str, int, int, int, float], None]
 
 
-def token_lengths(predictor: Predictor, texts: list[str]) -> list[int]:
+def token_lengths(predictor: Predictor, posts: list[Post]) -> list[int]:
     """Tokens each text will occupy in the model window (special tokens included, truncated)."""
     limit = int(getattr(predictor, "max_length", 512))
     tokenizer = getattr(predictor, "tokenizer", None)
     if tokenizer is None:  # a test double: about one token per character, as for Chinese
-        return [min(len(t) + 2, limit) for t in texts]
-    ids = tokenizer([normalise(t).text for t in texts], truncation=True, max_length=limit)["input_ids"]
+        return [min(len(Post.of(p).text) + 2, limit) for p in posts]
+    ids = tokenizer([normalise(Post.of(p).text).text for p in posts], truncation=True, max_length=limit)["input_ids"]
     return [len(i) for i in ids]
 
 
 def plan_forwards(lengths: list[int], max_texts: int, max_tokens: int, pad_slack: int) -> list[list[int]]:
     """Indices of a batch grouped into model calls: longest first; a text joins the current call
-    while it pads by at most `pad_slack` tokens and the call stays within `max_texts` texts and
+    while it pads by at most `pad_slack` tokens and the call stays within `max_texts` posts and
     `max_tokens` padded tokens. A single text is always a call of its own."""
     calls: list[list[int]] = []
     current: list[int] = []
@@ -91,7 +92,7 @@ def plan_forwards(lengths: list[int], max_texts: int, max_tokens: int, pad_slack
 @dataclass
 class _Item:
     predictor: Predictor
-    texts: list[str]
+    posts: list[Post]
     lengths: list[int]
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
@@ -103,7 +104,7 @@ class _Job:
 
     predictor: Predictor
     items: list[_Item]
-    texts: list[str]
+    posts: list[Post]
     lengths: list[int]
     calls: list[list[int]]
     preds: list[Prediction | None]
@@ -135,36 +136,36 @@ class Batcher:
         self._inflight_texts = 0
 
     # -- the request side (event loop) ----------------------------------------------------------
-    async def predict(self, resolve: Callable[[], Predictor], texts: list[str]) -> tuple[Predictor, list[Prediction]]:
+    async def predict(self, resolve: Callable[[], Predictor], posts: list[Post]) -> tuple[Predictor, list[Prediction]]:
         """Admit (or 429), resolve the model and count tokens off the loop, queue, await the answer."""
         if self._closing:
             raise errors.shutting_down()
-        self.gate.acquire(len(texts))
+        self.gate.acquire(len(posts))
         try:
-            item = await run_in_threadpool(self._prepare, resolve, texts)
+            item = await run_in_threadpool(self._prepare, resolve, posts)
             self._put(item)
         except BaseException:
-            self.gate.release(len(texts))
+            self.gate.release(len(posts))
             raise
         # From here on the batcher releases the gate, also for a request whose client went away.
         return item.predictor, await asyncio.wrap_future(item.future)
 
-    def submit(self, predictor: Predictor, texts: list[str]) -> Future:
+    def submit(self, predictor: Predictor, posts: list[Post]) -> Future:
         """The same from any thread, blocking nowhere: admit (or 429), count tokens, queue.
-        The future holds the texts' predictions once their batch has run."""
-        self.gate.acquire(len(texts))
+        The future holds the posts' predictions once their batch has run."""
+        self.gate.acquire(len(posts))
         try:
-            item = _Item(predictor, texts, token_lengths(predictor, texts))
+            item = _Item(predictor, posts, token_lengths(predictor, posts))
             self._put(item)
         except BaseException:
-            self.gate.release(len(texts))
+            self.gate.release(len(posts))
             raise
         return item.future
 
     @staticmethod
-    def _prepare(resolve: Callable[[], Predictor], texts: list[str]) -> _Item:
+    def _prepare(resolve: Callable[[], Predictor], posts: list[Post]) -> _Item:
         predictor = resolve()
-        return _Item(predictor, texts, token_lengths(predictor, texts))
+        return _Item(predictor, posts, token_lengths(predictor, posts))
 
     def _put(self, item: _Item) -> None:
         with self._cond:
@@ -220,12 +221,12 @@ class Batcher:
             return self._select(head.predictor)
 
     def _company_likely(self) -> bool:
-        """Admitted texts neither queued nor in a model call yet are on their way to the queue."""
-        return self._shared or self.gate.depth > sum(len(i.texts) for i in self._queue) + self._inflight_texts
+        """Admitted posts neither queued nor in a model call yet are on their way to the queue."""
+        return self._shared or self.gate.depth > sum(len(i.posts) for i in self._queue) + self._inflight_texts
 
     def _full(self, predictor: Predictor) -> bool:
         mine = [i for i in self._queue if i.predictor is predictor]
-        return (sum(len(i.texts) for i in mine) >= self.max_texts
+        return (sum(len(i.posts) for i in mine) >= self.max_texts
                 or sum(sum(i.lengths) for i in mine) >= self.max_tokens)
 
     def _select(self, predictor: Predictor) -> list[_Item]:
@@ -238,7 +239,7 @@ class Batcher:
             if full or item.predictor is not predictor:
                 rest.append(item)
                 continue
-            m, t = n + len(item.texts), tokens + sum(item.lengths)
+            m, t = n + len(item.posts), tokens + sum(item.lengths)
             if chosen and (m > self.max_texts or t > self.max_tokens):
                 full = True  # later requests wait too: no overtaking within one model
                 rest.append(item)
@@ -251,19 +252,19 @@ class Batcher:
 
     def _dispatch(self, batch: list[_Item]) -> None:
         live = [i for i in batch if i.future.set_running_or_notify_cancel()]  # skip abandoned requests
-        dead = sum(len(i.texts) for i in batch) - sum(len(i.texts) for i in live)
+        dead = sum(len(i.posts) for i in batch) - sum(len(i.posts) for i in live)
         if dead:
             self.gate.release(dead)
         if not live:
             return
-        texts = [t for i in live for t in i.texts]
+        posts = [t for i in live for t in i.posts]
         lengths = [n for i in live for n in i.lengths]
         calls = plan_forwards(lengths, self.max_texts, self.max_tokens, self.pad_slack)
-        job = _Job(live[0].predictor, live, texts, lengths, calls, [None] * len(texts), len(calls))
+        job = _Job(live[0].predictor, live, posts, lengths, calls, [None] * len(posts), len(calls))
         assert self._pool is not None
         with self._cond:
             self._inflight_calls += len(calls)
-            self._inflight_texts += len(texts)
+            self._inflight_texts += len(posts)
         for call in calls:
             self._pool.submit(self._forward, job, call)
 
@@ -272,7 +273,7 @@ class Batcher:
         error: BaseException | None = None
         try:
             if not job.failed:
-                out = job.predictor.predict([job.texts[i] for i in call], batch_size=len(call))
+                out = job.predictor.predict([job.posts[i] for i in call], batch_size=len(call))
                 for i, pred in zip(call, out, strict=True):
                     job.preds[i] = pred
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request (a 500 there)
@@ -292,18 +293,18 @@ class Batcher:
             with self._cond:
                 self._inflight_calls -= 1
                 if last:
-                    self._inflight_texts -= len(job.texts)
+                    self._inflight_texts -= len(job.posts)
                 self._cond.notify_all()
 
     def _finish(self, job: _Job) -> None:
         try:
             if self._on_batch is not None:
-                self._on_batch(str(getattr(job.predictor, "version", "unknown")), len(job.texts), sum(job.lengths),
+                self._on_batch(str(getattr(job.predictor, "version", "unknown")), len(job.posts), sum(job.lengths),
                                len(job.calls), time.perf_counter() - job.started)
             if not job.failed:
                 at = 0
                 for item in job.items:
-                    item.future.set_result(job.preds[at:at + len(item.texts)])
-                    at += len(item.texts)
+                    item.future.set_result(job.preds[at:at + len(item.posts)])
+                    at += len(item.posts)
         finally:
-            self.gate.release(len(job.texts))
+            self.gate.release(len(job.posts))

@@ -2,6 +2,8 @@
 
     sharelens-serve serve [--host H] [--port P] [--workers N] [--models-dir D]
     sharelens-serve predict "转发抽奖！..." [--explain] [--model production]
+        [--channel 明星] [--vip true] [--verified false] [--followers 175]
+        [--posted-at 2025-01-06T20:30] [--history-posts 25 --history-median 850]
 
 `predict` goes through the same checks and the same `service.predict` as the API, so what the
 terminal shows is what the API would answer. Errors print one line `Error E4xx: ...` on stderr
@@ -44,12 +46,17 @@ def render(response: PredictResponse, result: PredictResult) -> str:
         mark = "▶" if mp.motive == result.motive.top else " "
         lines.append(f" {mark} {_pad(mp.zh, 9)}{_pad(mp.motive, 21)}{_bar(mp.probability)} {mp.probability:6.1%}")
     tiers = "  ".join(f"{tp.tier} {tp.probability:.0%}" for tp in result.tier.probabilities)
-    lines += ["", f"Engagement tier: {result.tier.top}   ({tiers})"]
+    lines += ["", f"Engagement tier: {result.tier.top}   ({tiers})",
+              f"Context used: {', '.join(result.context.used) or 'none (text only)'}"]
+    lines += [f"  note: {n}" for n in result.context.notes]
     if result.explanation is not None:
         for label, ex in (("motive " + result.motive.top_zh, result.explanation.motive),
                           ("tier, + = towards higher tiers", result.explanation.tier)):
             words = "  ".join(f"{w.word}({w.score:+.3f})" for w in ex.words) or "(none)"
             lines.append(f"Top words ({label}): {words}")
+        if result.explanation.tier.context:
+            ctx = "  ".join(f"{c.field}={c.value} {c.score:+.2f}" for c in result.explanation.tier.context)
+            lines.append(f"Context (tier, + = towards higher tiers): {ctx}")
     if result.truncated:
         lines += ["", f"Note: the text has {result.n_tokens} tokens, more than the model window of "
                   f"{result.window_tokens}; only the first {result.window_tokens} were read."]
@@ -64,14 +71,38 @@ def _predict(args: argparse.Namespace) -> int:
     # The one-line error below says it all; keep library log records off the terminal.
     logging.getLogger("sharelens").addHandler(logging.NullHandler())
     settings = Settings(**({"models_dir": args.models_dir} if args.models_dir else {}))
-    req = parsing.to_request({"text": args.text, "explain": args.explain, "model": args.model})
-    texts = parsing.check_request(req, settings)
+    req = parsing.to_request({"text": args.text, "explain": args.explain, "model": args.model,
+                              "context": _context_arguments(args)})
+    posts = parsing.check_request(req, settings)
     store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
                        loader=loader_for(settings.backend, settings.runtime))
     explainer = Explainer(settings.explain_steps, settings.explain_top_k)
-    response = service.predict(store, texts, explainer, explain=req.explain, model=req.model)
+    response = service.predict(store, posts, explainer, explain=req.explain, model=req.model)
     print(render(response, response.results[0]))
     return 0
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise SharelensError("E405", f"--{name} takes true or false, not {value!r}")
+
+
+def _context_arguments(args: argparse.Namespace) -> dict | None:
+    """The context options as the API's `context` object (None when none is given); checked by
+    the same code as the API's."""
+    if (args.history_posts is None) != (args.history_median is None):
+        raise SharelensError("E405", "--history-posts and --history-median go together")
+    ctx = {"channel": args.channel, "vip": _flag(args.vip, "vip"), "verified": _flag(args.verified, "verified"),
+           "followers": args.followers, "posted_at": args.posted_at,
+           "author_history": None if args.history_posts is None else
+           {"posts": args.history_posts, "median_engagement": args.history_median}}
+    ctx = {k: v for k, v in ctx.items() if v is not None}
+    return ctx or None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -120,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pp.add_argument("--explain", action="store_true", help="also show the words behind the prediction")
     pp.add_argument("--model", help="alias or version (default: production, then latest)")
     pp.add_argument("--models-dir")
+    ctx = pp.add_argument_group("context (optional; for the engagement tier)")
+    ctx.add_argument("--channel", help="Weibo feed/section, e.g. 明星 (GET /models lists the known ones)")
+    ctx.add_argument("--vip", help="account membership flag: true or false")
+    ctx.add_argument("--verified", help="account verified: true or false")
+    ctx.add_argument("--followers", type=int, help="the account's follower count")
+    ctx.add_argument("--posted-at", help="ISO 8601 date or date-time (China time if no zone)")
+    ctx.add_argument("--history-posts", type=int, help="number of the author's earlier posts")
+    ctx.add_argument("--history-median", type=float, help="their median engagement")
     args = ap.parse_args(argv)
     try:
         return _predict(args) if args.command == "predict" else _serve(args)

@@ -20,7 +20,10 @@ TEXT_TOO_LONG = "text exceeds {max} characters"
 BATCH_TOO_LARGE = "batch exceeds {max} texts"
 EXPLAIN_BATCH_TOO_LARGE = "explain is limited to {max} texts per request"
 EMPTY_BATCH = "texts must contain at least one text"
-TEXT_XOR_TEXTS = "exactly one of 'text' or 'texts' must be given"
+TEXT_XOR_TEXTS = "exactly one of 'text', 'texts' or 'posts' must be given"
+CONTEXT_NEEDS_TEXT = "'context' goes with 'text'; for a batch give 'posts' with a context each"
+UNKNOWN_CONTEXT_FIELD = "unknown context field '{field}'; known fields: {known}"
+BAD_CONTEXT = "field '{field}': {reason}"
 INVALID_UNICODE = "text contains invalid Unicode (a lone surrogate)"
 INVALID_JSON = "request body is not valid JSON"
 INVALID_UTF8 = "request body is not valid UTF-8"
@@ -103,6 +106,15 @@ def bad_shape(detail: str) -> ApiError:
 
 def bad_field(detail: str) -> ApiError:
     return ApiError(422, "E405", detail)
+
+
+def unknown_context_field(field: str, known: tuple[str, ...]) -> ApiError:
+    shown = field if len(field) <= 40 else field[:40] + "…"
+    return ApiError(422, "E422", UNKNOWN_CONTEXT_FIELD.format(field=shown, known=", ".join(known)))
+
+
+def bad_context(field: str, reason: str) -> ApiError:
+    return ApiError(422, "E423", BAD_CONTEXT.format(field=field, reason=reason))
 
 
 def invalid_json() -> ApiError:

@@ -5,8 +5,9 @@ client can highlight its own string without re-normalising it."""
 from __future__ import annotations
 
 from serving.memory import trim
-from serving.schemas import Explanation, TargetExplanation, WordScore
-from sharelens.explain import Attribution, explain_text
+from serving.schemas import ContextScore, Explanation, TargetExplanation, WordScore
+from sharelens.explain import Attribution, context_contributions, explain_text
+from sharelens.post import Post
 from sharelens.predictor import Prediction, Predictor
 from sharelens.text import _ZERO_WIDTH, Normalised  # the characters normalise() drops
 
@@ -65,17 +66,23 @@ class Explainer:
         self.top_k = top_k
         self.threads = threads
 
-    def explain(self, predictor: Predictor, raw: str, pred: Prediction, motive: str) -> Explanation:
+    def explain(self, predictor: Predictor, post: Post | str, pred: Prediction, motive: str) -> Explanation:
+        post = Post.of(post)
+        raw = post.text
         if self.threads:
             set_thread_count(self.threads)
         try:
             ex = explain_text(predictor.model, predictor.tokenizer, pred.normalised.text, predictor.max_length,
-                              motive=motive, steps=self.steps)
+                              motive=motive, steps=self.steps, context_ids=predictor.context_ids([post]))
+            ctx = context_contributions(predictor.model, predictor.features, predictor.tokenizer,
+                                        pred.normalised.text, post.context, predictor.max_length)
         finally:
             trim()
         return Explanation(
             motive=TargetExplanation(target=motive, objective=MOTIVE_OBJECTIVE.format(motive=motive),
                                      words=_words(raw, pred, ex.motive, self.top_k)),
             tier=TargetExplanation(target=pred.tier, objective=TIER_OBJECTIVE,
-                                   words=_words(raw, pred, ex.tier, self.top_k)),
+                                   words=_words(raw, pred, ex.tier, self.top_k),
+                                   context=[ContextScore(field=c.field, value=c.value, score=round(c.score, 6))
+                                            for c in ctx]),
         )

@@ -16,9 +16,10 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from serving import errors
-from serving.schemas import PredictRequest
+from serving.schemas import ContextIn, PredictRequest
 from serving.settings import Settings
 from sharelens.labels import MOTIVES
+from sharelens.post import Context, ContextError, Post
 from sharelens.text import _ZERO_WIDTH  # the very characters normalise() drops
 
 
@@ -69,7 +70,13 @@ def validate(model: type[M], obj: Any) -> M:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        raise errors.bad_field(errors.format_validation_errors(list(exc.errors()))) from None
+        found = list(exc.errors())
+        first = found[0] if found else {}
+        loc = [p for p in first.get("loc", ()) if isinstance(p, str)]
+        if first.get("type") == "extra_forbidden" and "context" in loc[:-1]:
+            known = Context.field_names() if loc[-2] == "context" else ("posts", "median_engagement")
+            raise errors.unknown_context_field(loc[-1], known) from None
+        raise errors.bad_field(errors.format_validation_errors(found)) from None
 
 
 def to_request(obj: Any) -> PredictRequest:
@@ -103,20 +110,40 @@ def check_texts(texts: list[str], settings: Settings) -> None:
             raise errors.invalid_unicode() from None
 
 
-def check_request(req: PredictRequest, settings: Settings) -> list[str]:
-    """Everything but the model reference (the store checks that): returns the texts to score."""
-    if (req.text is None) == (req.texts is None):
+def to_context(ctx: ContextIn | None, where: str) -> Context:
+    """The checked request context -> the one `Context` type (its own checks: the time parses)."""
+    if ctx is None:
+        return Context()
+    try:
+        return Context.from_mapping(ctx.model_dump(exclude_none=True))
+    except ContextError as exc:
+        raise errors.bad_context(f"{where}.{exc.field}", exc.reason) from None
+
+
+def check_request(req: PredictRequest, settings: Settings) -> list[Post]:
+    """Everything but the model reference (the store checks that): returns the posts to score."""
+    if sum(x is not None for x in (req.text, req.texts, req.posts)) != 1:
         raise errors.bad_shape(errors.TEXT_XOR_TEXTS)
-    texts = [req.text] if req.text is not None else list(req.texts or [])
+    if req.context is not None and req.text is None:
+        raise errors.bad_shape(errors.CONTEXT_NEEDS_TEXT)
+    if req.text is not None:
+        posts = [Post(req.text, to_context(req.context, "context"))]
+    elif req.texts is not None:
+        posts = [Post(t) for t in req.texts]
+    else:
+        if len(req.posts or []) > settings.max_batch:  # before converting a huge batch
+            raise errors.batch_too_large(settings.max_batch)
+        posts = [Post(p.text, to_context(p.context, f"posts[{i}].context")) for i, p in enumerate(req.posts or [])]
+    texts = [p.text for p in posts]
     check_texts(texts, settings)
     if req.explain_motive is not None and req.explain_motive not in MOTIVES:
         raise errors.unknown_motive(req.explain_motive)
     if req.explain and len(texts) > settings.max_explain_batch:
         raise errors.explain_batch_too_large(settings.max_explain_batch)
-    return texts
+    return posts
 
 
-async def parse_predict(request: Request, settings: Settings) -> tuple[PredictRequest, list[str]]:
+async def parse_predict(request: Request, settings: Settings) -> tuple[PredictRequest, list[Post]]:
     check_content_type(request)
     body = await read_body(request, settings.max_body_bytes)
     req = to_request(decode_json(body))

@@ -78,17 +78,17 @@ async def predict(request: Request, store: Annotated[ModelStore, Depends(get_sto
                   metrics: Annotated[Metrics, Depends(get_metrics)],
                   batcher: Annotated[Batcher, Depends(get_batcher)],
                   explain_gate: Annotated[Gate, Depends(get_explain_gate)]) -> PredictResponse:
-    req, texts = await parsing.parse_predict(request, settings)
+    req, posts = await parsing.parse_predict(request, settings)
     if not req.explain:  # cheap: shares model calls with concurrent requests
-        return await service.predict_batched(store, batcher, texts, model=req.model,
+        return await service.predict_batched(store, batcher, posts, model=req.model,
                                              observe=metrics.observe_predict)
-    explain_gate.acquire(len(texts))  # expensive: bounded separately, outside the batcher
+    explain_gate.acquire(len(posts))  # expensive: bounded separately, outside the batcher
     try:
-        return await run_in_threadpool(service.predict, store, texts, explainer, explain=True,
+        return await run_in_threadpool(service.predict, store, posts, explainer, explain=True,
                                        explain_motive=req.explain_motive, model=req.model,
                                        observe=metrics.observe_predict)
     finally:
-        explain_gate.release(len(texts))
+        explain_gate.release(len(posts))
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness: the process answers")

@@ -12,8 +12,51 @@ from sharelens.labels import MOTIVES, TIERS
 _EXAMPLE_POST = "转发抽奖！关注@小明 并转发本条微博，周五抽3位送蓝牙耳机 #抽奖#"
 
 
+class AuthorHistoryIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    posts: int = Field(ge=0, description="How many earlier posts of the same author are known.", examples=[25])
+    median_engagement: float = Field(ge=0, allow_inf_nan=False, description="Their median engagement E "
+                                     "(reposts + comments + likes).", examples=[850])
+
+
+class ContextIn(BaseModel):
+    """What the caller knows around the post; every field is optional, and a missing field is
+    unknown to the model (never read as zero). Only the engagement tier uses it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
+        {"channel": "明星", "vip": True, "posted_at": "2025-01-06T20:30:00+08:00",
+         "author_history": {"posts": 25, "median_engagement": 850}},
+        {"followers": 175, "verified": False},
+    ]})
+
+    channel: str | None = Field(None, max_length=64, description="The Weibo feed/section the post appears in "
+                                "(热门, 榜单, 社会, 财经, 明星, …). The served model knows the channels of its training "
+                                "data (GET /models lists them); another channel is treated as unknown and the "
+                                "result says so.", examples=["明星"])
+    vip: bool | None = Field(None, description="The account's Weibo membership flag (会员; `isVip` in feed "
+                             "crawls).", examples=[True])
+    verified: bool | None = Field(None, description="Whether the account is verified (认证).", examples=[False])
+    followers: int | None = Field(None, ge=0, description="The account's follower count.", examples=[175])
+    posted_at: str | None = Field(None, max_length=64, description="When the post is (or was) published, ISO 8601: "
+                                  "a date, or a date-time; China time (+08:00) when no zone is given. The model "
+                                  "reads the weekday and the hour.", examples=["2025-01-06T20:30:00+08:00"])
+    author_history: AuthorHistoryIn | None = Field(None, description="The same author's earlier posts: how many, "
+                                                   "and their median engagement.")
+
+
+class PostIn(BaseModel):
+    """A post: its text and, optionally, its context."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str = Field(description="The raw post, as typed.", examples=["求扩散！寻找走失老人"])
+    context: ContextIn | None = Field(None, description="Optional context for the engagement tier.")
+
+
 class PredictRequest(BaseModel):
-    """One text (`text`) or a batch (`texts`): exactly one of the two."""
+    """One post (`text`, optionally with `context`) or a batch (`texts`, or `posts` with context):
+    exactly one of `text`, `texts` and `posts`."""
 
     # strict: a JSON number is not silently turned into a string, nor "yes" into true;
     # forbid: a misspelt option ("explian") is an error, not a silent default.
@@ -21,12 +64,18 @@ class PredictRequest(BaseModel):
         {"text": _EXAMPLE_POST, "explain": True},
         {"texts": [_EXAMPLE_POST, "暴雨预警：今晚到明天有大暴雨，请大家注意出行安全，转给身边的人"]},
         {"text": _EXAMPLE_POST, "explain": True, "explain_motive": "incentive", "model": "production"},
+        {"text": _EXAMPLE_POST, "context": {"channel": "明星", "vip": True, "posted_at": "2025-01-06T20:30:00+08:00"}},
+        {"posts": [{"text": _EXAMPLE_POST, "context": {"followers": 175}}, {"text": "求扩散！寻找走失老人"}]},
     ]})
 
     text: str | None = Field(None, description="The raw post, as typed (emoji codes, #话题#, links allowed).",
                              examples=[_EXAMPLE_POST])
     texts: list[str] | None = Field(None, description="A batch of raw posts (at most `max_batch`).",
                                     examples=[[_EXAMPLE_POST, "求扩散！寻找走失老人"]])
+    context: ContextIn | None = Field(None, description="Context of the one post in `text` (for the "
+                                      "engagement tier); with a batch, give `posts` instead.")
+    posts: list[PostIn] | None = Field(None, description="A batch of posts, each with its own optional context "
+                                       "(at most `max_batch`).")
     explain: bool = Field(False, description="Also return the words that drove each prediction "
                           "(Integrated Gradients; slower).")
     explain_motive: str | None = Field(
@@ -78,11 +127,28 @@ class WordScore(BaseModel):
     score: float = Field(description="Attribution: positive pushes the prediction up, negative down.")
 
 
+class ContextScore(BaseModel):
+    field: str = Field(description="A context field the tier head read.", examples=["channel"])
+    value: str = Field(description="Its value as given, shown for reading.", examples=["明星"])
+    score: float = Field(description="Change in the expected tier (0 = low .. 3 = viral) that this field "
+                         "brings: the prediction with it minus the prediction with it unknown.")
+
+
 class TargetExplanation(BaseModel):
     target: str = Field(description="What is explained: a motive id, or the predicted tier.",
                         examples=["incentive"])
     objective: str = Field(description="The model output the scores are a share of.")
     words: list[WordScore] = Field(description="The most influential words, largest |score| first.")
+    context: list[ContextScore] = Field(default_factory=list, description="Tier only: each known context "
+                                        "field's contribution, largest |score| first.")
+
+
+class ContextUse(BaseModel):
+    used: list[str] = Field(description="Context fields the tier head read.", examples=[["channel", "vip"]])
+    unknown: list[str] = Field(description="Fields it did not have, or could not use (see `notes`).",
+                               examples=[["verified", "followers", "posted_at", "author_history"]])
+    notes: list[str] = Field(default_factory=list, description="Why a given field was not (fully) used, "
+                             "e.g. a channel unseen in training.")
 
 
 class Explanation(BaseModel):
@@ -99,12 +165,13 @@ class PredictResult(BaseModel):
     truncated: bool = Field(description="True when the text is longer than the model window: only the "
                             "first `window_tokens` tokens were read.")
     window_tokens: int = Field(description="The model window (max tokens read).", examples=[256])
+    context: ContextUse = Field(description="Which context fields the tier prediction used.")
     explanation: Explanation | None = Field(None, description="Present when `explain` was true.")
 
 
 class PredictResponse(BaseModel):
     model: ModelRef
-    results: list[PredictResult] = Field(description="One result per input text, in input order.")
+    results: list[PredictResult] = Field(description="One result per input post, in input order.")
 
 
 class Health(BaseModel):
@@ -130,6 +197,8 @@ class ModelsResponse(BaseModel):
     aliases: dict[str, str] = Field(description="Alias -> version.", examples=[{"production": "v0003-20261123"}])
     versions: list[VersionInfo]
     loaded: list[str] = Field(description="Versions currently held in memory.")
+    channels: list[str] = Field(default_factory=list, description="Channels the serving model knows (context "
+                                "`channel`); empty for a text-only model.")
 
 
 class ErrorBody(BaseModel):

@@ -1,4 +1,4 @@
-"""Prediction as a use case: checked texts in, a `PredictResponse` out.
+"""Prediction as a use case: checked posts in, a `PredictResponse` out.
 
 Routes and the CLI both call `predict`, so the terminal shows exactly what the API returns.
 `predict_batched` is the API's path for requests without explanations: the same response, with
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from serving.batcher import Batcher
 from serving.explain import Explainer
 from serving.schemas import (
+    ContextUse,
     ModelRef,
     MotiveProbability,
     MotiveResult,
@@ -22,6 +23,7 @@ from serving.schemas import (
 )
 from serving.store import ModelStore
 from sharelens.labels import MOTIVE_ZH, MOTIVES, TIERS
+from sharelens.post import Post
 from sharelens.predictor import Prediction, Predictor
 
 # (model_version, n_texts, explain, seconds, n_truncated) -> None: where metrics plug in.
@@ -45,42 +47,44 @@ def _result(predictor: Predictor, pred: Prediction, calibrated: bool) -> Predict
         n_tokens=pred.n_tokens,
         truncated=pred.truncated,
         window_tokens=predictor.max_length,
+        context=ContextUse(used=list(pred.context_used), unknown=list(pred.context_unknown),
+                           notes=list(pred.context_notes)),
     )
 
 
-def respond(name: str, predictor: Predictor, texts: list[str], preds: list[Prediction],
+def respond(name: str, predictor: Predictor, posts: list[Post], preds: list[Prediction],
             explainer: Explainer | None = None, explain_motive: str | None = None) -> PredictResponse:
     """Predictions -> the API's answer; explained when an explainer is given."""
     calibrated = is_calibrated(predictor)
     results = []
-    for raw, pred in zip(texts, preds, strict=True):
+    for post, pred in zip(posts, preds, strict=True):
         result = _result(predictor, pred, calibrated)
         if explainer is not None:
-            result.explanation = explainer.explain(predictor, raw, pred, explain_motive or pred.motive)
+            result.explanation = explainer.explain(predictor, post, pred, explain_motive or pred.motive)
         results.append(result)
     return PredictResponse(model=ModelRef(name=name, version=predictor.version), results=results)
 
 
-def predict(store: ModelStore, texts: list[str], explainer: Explainer, *, explain: bool = False,
+def predict(store: ModelStore, posts: list[Post], explainer: Explainer, *, explain: bool = False,
             explain_motive: str | None = None, model: str | None = None,
             observe: Observer | None = None) -> PredictResponse:
-    """Score already-checked raw texts with the requested model; explain them if asked."""
+    """Score already-checked posts with the requested model; explain them if asked."""
     predictor = store.get(model)
     start = time.perf_counter()
-    preds = predictor.predict(texts)
-    response = respond(store.name, predictor, texts, preds, explainer if explain else None, explain_motive)
+    preds = predictor.predict(posts)
+    response = respond(store.name, predictor, posts, preds, explainer if explain else None, explain_motive)
     if observe is not None:
-        observe(predictor.version, len(texts), explain, time.perf_counter() - start,
+        observe(predictor.version, len(posts), explain, time.perf_counter() - start,
                 sum(p.truncated for p in preds))
     return response
 
 
-async def predict_batched(store: ModelStore, batcher: Batcher, texts: list[str], *, model: str | None = None,
+async def predict_batched(store: ModelStore, batcher: Batcher, posts: list[Post], *, model: str | None = None,
                           observe: Observer | None = None) -> PredictResponse:
     """The same answer as `predict` without explanations; the time observed includes the queue."""
     start = time.perf_counter()
-    predictor, preds = await batcher.predict(lambda: store.get(model), texts)
+    predictor, preds = await batcher.predict(lambda: store.get(model), posts)
     if observe is not None:
-        observe(predictor.version, len(texts), False, time.perf_counter() - start,
+        observe(predictor.version, len(posts), False, time.perf_counter() - start,
                 sum(p.truncated for p in preds))
-    return respond(store.name, predictor, texts, preds)
+    return respond(store.name, predictor, posts, preds)

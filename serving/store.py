@@ -279,4 +279,12 @@ class ModelStore:
             "versions": [{"version": v["version"], "created_at": v.get("created_at"),
                           "summary": v.get("summary", {})} for v in entry.get("versions", [])],
             "loaded": self.loaded_versions,
+            "channels": self._serving_channels(),
         }
+
+    def _serving_channels(self) -> list[str]:
+        """The channel vocabulary of the model answering by default (empty if none is loaded)."""
+        version = self.default_version
+        predictor = self._cache.get(version) if version is not None else None  # never loads one
+        features = getattr(predictor, "features", None)
+        return list(features.channels) if features is not None else []

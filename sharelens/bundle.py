@@ -7,6 +7,8 @@ models/<name>/<version>/
   config.json            the encoder's transformers config
   tokenizer.json, tokenizer_config.json, ...
   labels.json            spec version, id2label for both heads
+  context.json           the tier head's context features (channel vocabulary, buckets); absent
+                         in text-only bundles
   calibration.json       fitted temperatures (1.0 until `make eval` fits them)
   train_config.yaml      the resolved training config
   bundle.json            format, versions, git commit, data fingerprint, timings, file hashes
@@ -157,21 +159,24 @@ def load_model(info: BundleInfo, device: str = "cpu", runtime: str = "auto"):
     where the architecture allows. Returns (ShareLensModel, tokenizer)."""
     from safetensors.torch import load_file
 
+    from sharelens.context_features import ContextFeatures
     from sharelens.modeling import ShareLensModel
 
     runtime = choose_runtime(info, runtime)
+    features = ContextFeatures.load(info.path)
+    sizes = features.sizes() if features is not None else None
     try:
         if runtime == "lean":
             from sharelens.lean_tokenizer import FastTokenizer
 
             config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
             tokenizer = FastTokenizer.from_folder(info.path)
-            model = ShareLensModel.lean_from_config(config)
+            model = ShareLensModel.lean_from_config(config, context_sizes=sizes)
         else:
             from transformers import AutoConfig, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(info.path)
-            model = ShareLensModel.from_config(AutoConfig.from_pretrained(info.path))
+            model = ShareLensModel.from_config(AutoConfig.from_pretrained(info.path), context_sizes=sizes)
         state = load_file(str(info.path / WEIGHTS), device=device)
         model.load_state_dict(state, strict=True)
     except SharelensError:
@@ -181,6 +186,7 @@ def load_model(info: BundleInfo, device: str = "cpu", runtime: str = "auto"):
                              f"{str(exc).splitlines()[0][:200]}); retrain it or promote another version") from exc
     model.eval().to(device)
     model.runtime = runtime
+    model.context_features = features
     return model, tokenizer
 
 
@@ -191,7 +197,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def save_bundle(dest: Path, model, tokenizer, meta: dict[str, Any], train_config_yaml: str = "",
-                last_weights: Path | None = None) -> Path:
+                last_weights: Path | None = None, context_features=None) -> Path:
     """Write a complete bundle atomically: everything goes to a hidden sibling folder that is
     renamed into place only when complete, so a crash never leaves a bundle that looks whole."""
     import shutil
@@ -213,6 +219,8 @@ def save_bundle(dest: Path, model, tokenizer, meta: dict[str, Any], train_config
     model.encoder.config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / "labels.json", labels_doc())
+    if context_features is not None:
+        context_features.save(tmp)
     write_json(tmp / "calibration.json", {"motive_temperature": 1.0, "tier_temperature": 1.0, "fitted_on": None})
     if train_config_yaml:
         (tmp / "train_config.yaml").write_text(train_config_yaml, encoding="utf-8")

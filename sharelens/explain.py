@@ -84,7 +84,8 @@ def expected_tier(tier_logits: torch.Tensor) -> torch.Tensor:
 
 def integrated_gradients(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          special_mask: torch.Tensor, pad_id: int, motive: int,
-                         steps: int = DEFAULT_STEPS) -> tuple[np.ndarray, np.ndarray, float, float]:
+                         steps: int = DEFAULT_STEPS, context_ids: torch.Tensor | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """IG for one sequence (1, L) and both targets at once (one forward, two backward passes).
 
     Returns per-token scores for the motive logit and for the expected tier, and the two
@@ -105,7 +106,8 @@ def integrated_gradients(model, input_ids: torch.Tensor, attention_mask: torch.T
         path = (b + a.view(-1, 1, 1) * (x - b)).detach().requires_grad_(True)
         with torch.enable_grad():
             out = model.heads(model.pool(input_ids.expand(n, -1), attention_mask.expand(n, -1),
-                                         inputs_embeds=path))
+                                         inputs_embeds=path),
+                              None if context_ids is None else context_ids.expand(n, -1))
             fm = out.motive_logits[:, motive]
             ft = expected_tier(out.tier_logits)
             gm, = torch.autograd.grad(fm.sum(), path, retain_graph=True)
@@ -116,7 +118,8 @@ def integrated_gradients(model, input_ids: torch.Tensor, attention_mask: torch.T
     scores_t = ((x - b) * grad_t).sum(-1)
     with torch.no_grad():
         ends = model.heads(model.pool(input_ids.expand(2, -1), attention_mask.expand(2, -1),
-                                      inputs_embeds=torch.stack([x, b])))
+                                      inputs_embeds=torch.stack([x, b])),
+                           None if context_ids is None else context_ids.expand(2, -1))
         dm = float(ends.motive_logits[0, motive] - ends.motive_logits[1, motive])
         et = expected_tier(ends.tier_logits)
         dt = float(et[0] - et[1])
@@ -192,8 +195,9 @@ def words_from_chars(text: str, scores: np.ndarray, covered: np.ndarray) -> tupl
 
 
 def explain_text(model, tokenizer, text: str, max_length: int, motive: str | None = None,
-                 steps: int = DEFAULT_STEPS) -> Explanation:
-    """Explain one normalised text. `motive` defaults to the model's top motive."""
+                 steps: int = DEFAULT_STEPS, context_ids=None) -> Explanation:
+    """Explain one normalised text. `motive` defaults to the model's top motive. `context_ids`
+    (1, slots): the post's context categories, held fixed while the words are attributed."""
     enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
                     return_special_tokens_mask=True, return_tensors="pt")
     device = next(model.parameters()).device
@@ -205,7 +209,8 @@ def explain_text(model, tokenizer, text: str, max_length: int, motive: str | Non
             logits = model.heads(model.pool(ids, mask)).motive_logits[0]
         motive = MOTIVES[int(logits.argmax())]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    sm, st, dm, dt = integrated_gradients(model, ids, mask, special, pad_id, MOTIVES.index(motive), steps)
+    ctx = None if context_ids is None else torch.as_tensor(context_ids, dtype=torch.long, device=device).reshape(1, -1)
+    sm, st, dm, dt = integrated_gradients(model, ids, mask, special, pad_id, MOTIVES.index(motive), steps, ctx)
     offsets = [tuple(o) for o in enc["offset_mapping"][0].tolist()]
     flags = enc["special_tokens_mask"][0].tolist()
     cm, cov = char_scores(text, sm, offsets, flags)
@@ -214,3 +219,43 @@ def explain_text(model, tokenizer, text: str, max_length: int, motive: str | Non
         motive=Attribution(motive, words_from_chars(text, cm, cov), dm),
         tier=Attribution("expected_tier", words_from_chars(text, ct, cov), dt),
     )
+
+
+@dataclass(frozen=True)
+class ContextContribution:
+    """How much one known context field moves the expected tier: the prediction with the field
+    minus the prediction with it unknown (occlusion; the text's part held fixed)."""
+
+    field: str
+    value: str
+    score: float
+
+
+def _shown(value) -> str:
+    from sharelens.post import AuthorHistory
+
+    if isinstance(value, AuthorHistory):
+        return f"{value.posts} posts, median {value.median_engagement:g}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@torch.no_grad()
+def context_contributions(model, features, tokenizer, text: str, context, max_length: int
+                          ) -> list[ContextContribution]:
+    """Each used context field's share of the expected tier, largest |score| first. Cheap: the
+    text is encoded once and only the small tier head runs once per field."""
+    if features is None or getattr(model, "context", None) is None:
+        return []
+    used, _, _ = features.usage(context)
+    if not used:
+        return []
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+    device = next(model.parameters()).device
+    pooled = model.pool(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    variants = [context] + [context.without(f) for f in used]
+    ids = torch.tensor([features.encode(c) for c in variants], dtype=torch.long, device=device)
+    et = expected_tier(model.heads(pooled.expand(len(variants), -1), ids).tier_logits)
+    out = [ContextContribution(f, _shown(getattr(context, f)), float(et[0] - et[i + 1])) for i, f in enumerate(used)]
+    return sorted(out, key=lambda c: -abs(c.score))

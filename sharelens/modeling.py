@@ -58,8 +58,39 @@ def median_tier(tier_probs):  # np.ndarray (..., 4) -> int indices (...)
     return (cum < 0.5 - 1e-9).sum(axis=-1).clip(0, cum.shape[-1] - 1)
 
 
+class ContextFusion(nn.Module):
+    """The context half of the tier head: one small embedding per context slot (index 0 is the
+    learned *unknown*, see `sharelens.context_features`), concatenated with a projection of the
+    pooled text and mixed by a two-layer MLP into a score added to the text's own tier score.
+
+    Context dropout (training only): each slot is set to unknown with probability `slot_dropout`,
+    and the whole context with probability `all_dropout`, so that one model answers from the
+    text alone, from partial context and from full context."""
+
+    def __init__(self, hidden: int, sizes: list[int], dim: int = 8, text_dim: int = 32, mlp: int = 64,
+                 slot_dropout: float = 0.25, all_dropout: float = 0.2) -> None:
+        super().__init__()
+        self.sizes = list(sizes)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, dim) for n in sizes)
+        self.text = nn.Linear(hidden, text_dim)
+        self.mlp = nn.Sequential(nn.Linear(text_dim + dim * len(sizes), mlp), nn.GELU(), nn.Linear(mlp, 1))
+        self.slot_dropout = slot_dropout
+        self.all_dropout = all_dropout
+
+    def drop(self, ids: torch.Tensor) -> torch.Tensor:
+        keep = torch.rand(ids.shape, device=ids.device) >= self.slot_dropout
+        keep &= torch.rand(ids.shape[0], 1, device=ids.device) >= self.all_dropout
+        return ids * keep
+
+    def forward(self, text: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            ids = self.drop(ids)
+        parts = [self.text(text)] + [emb(ids[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
 class ShareLensModel(nn.Module):
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, context_sizes: list[int] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size
@@ -67,6 +98,8 @@ class ShareLensModel(nn.Module):
         self.motive_head = nn.Linear(hidden, len(MOTIVES))
         self.tier_proj = nn.Linear(hidden, 1, bias=False)
         self.tier_bias = nn.Parameter(torch.tensor([1.0, 0.0, -1.0]))
+        # None: a text-only network (bundles made before context existed load as such)
+        self.context = ContextFusion(hidden, context_sizes) if context_sizes else None
         self.register_buffer("motive_class_weight", torch.ones(len(MOTIVES)), persistent=False)
         self.motive_loss_weight = 1.0
         self.tier_loss_weight = 1.0
@@ -75,9 +108,13 @@ class ShareLensModel(nn.Module):
     def config(self) -> PretrainedConfig | Any:
         return self.encoder.config
 
+    @property
+    def context_slots(self) -> int:
+        return len(self.context.sizes) if self.context is not None else 0
+
     @classmethod
     def from_encoder(cls, name_or_path: str, keep_layers: int | None = None, dropout: float = 0.1,
-                     **kwargs) -> ShareLensModel:
+                     context_sizes: list[int] | None = None, **kwargs) -> ShareLensModel:
         """Start from pretrained encoder weights (local folder or hub id)."""
         from transformers import AutoConfig, AutoModel
 
@@ -85,22 +122,23 @@ class ShareLensModel(nn.Module):
         if keep_layers is not None and keep_layers < config.num_hidden_layers:
             config.num_hidden_layers = keep_layers  # the first k layers; the rest are not loaded
         encoder = AutoModel.from_pretrained(name_or_path, config=config, add_pooling_layer=False, **kwargs)
-        return cls(encoder, dropout=dropout)
+        return cls(encoder, dropout=dropout, context_sizes=context_sizes)
 
     @classmethod
-    def from_config(cls, encoder_config: PretrainedConfig, dropout: float = 0.1) -> ShareLensModel:
+    def from_config(cls, encoder_config: PretrainedConfig, dropout: float = 0.1,
+                    context_sizes: list[int] | None = None) -> ShareLensModel:
         """An untrained shell with the given encoder shape (weights come from a bundle)."""
         from transformers import AutoModel
 
         encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
-        return cls(encoder, dropout=dropout)
+        return cls(encoder, dropout=dropout, context_sizes=context_sizes)
 
     @classmethod
-    def lean_from_config(cls, config: dict[str, Any]) -> ShareLensModel:
+    def lean_from_config(cls, config: dict[str, Any], context_sizes: list[int] | None = None) -> ShareLensModel:
         """The same network on `sharelens.lean_bert` (inference and gradients; no transformers)."""
         from sharelens.lean_bert import LeanBertConfig, LeanBertModel
 
-        return cls(LeanBertModel(LeanBertConfig.from_dict(config)), dropout=0.0)
+        return cls(LeanBertModel(LeanBertConfig.from_dict(config)), dropout=0.0, context_sizes=context_sizes)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -113,9 +151,17 @@ class ShareLensModel(nn.Module):
         # Mean pooling: what multilingual-e5 was trained with.
         return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
-    def heads(self, pooled: torch.Tensor) -> HeadOutputs:
+    def heads(self, pooled: torch.Tensor, context_ids: torch.Tensor | None = None) -> HeadOutputs:
+        """Both heads on pooled text; `context_ids` (batch, slots) of category indices, None or
+        zeros for unknown context. The motive head reads the text alone (the spec: the motive is
+        a property of the text)."""
         z = self.dropout(pooled)
-        return HeadOutputs(self.motive_head(z), self.tier_proj(z) + self.tier_bias)
+        tier = self.tier_proj(z)
+        if self.context is not None:
+            if context_ids is None:
+                context_ids = torch.zeros(z.shape[0], self.context_slots, dtype=torch.long, device=z.device)
+            tier = tier + self.context(z, context_ids)
+        return HeadOutputs(self.motive_head(z), tier + self.tier_bias)
 
     def forward(
         self,
@@ -124,10 +170,11 @@ class ShareLensModel(nn.Module):
         motive_label: torch.Tensor | None = None,
         tier_label: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        context_ids: torch.Tensor | None = None,
         **_: object,
     ) -> dict[str, torch.Tensor]:
         assert attention_mask is not None
-        out = self.heads(self.pool(input_ids, attention_mask, inputs_embeds))  # type: ignore[arg-type]
+        out = self.heads(self.pool(input_ids, attention_mask, inputs_embeds), context_ids)  # type: ignore[arg-type]
         result = {"motive_logits": out.motive_logits, "tier_logits": out.tier_logits}
         if motive_label is not None or tier_label is not None:
             result["loss"] = self.loss(out, motive_label, tier_label)

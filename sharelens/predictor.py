@@ -18,6 +18,7 @@ them from SHARELENS_TORCH_THREADS, the benchmarks from --threads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from sharelens.bundle import BundleInfo, load_model, verify_bundle
 from sharelens.labels import MOTIVES, TIERS
 from sharelens.modeling import median_tier, tier_probs_from_logits
+from sharelens.post import Post
 from sharelens.quantize import check_backend
 from sharelens.text import Normalised, normalise
 
@@ -38,6 +40,10 @@ class Prediction:
     n_tokens: int
     truncated: bool
     normalised: Normalised = field(repr=False)
+    post: Post = field(default_factory=lambda: Post(""), repr=False)
+    context_used: tuple[str, ...] = ()  # the post's context fields the tier head read
+    context_unknown: tuple[str, ...] = ()  # the ones it did not have (or could not use)
+    context_notes: tuple[str, ...] = ()  # why a field given was not (fully) used
 
     @property
     def motive(self) -> str:
@@ -64,6 +70,8 @@ class Predictor:
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = info.max_length
+        # the tier head's context encoder (None: a text-only bundle, every field is unknown)
+        self.features = getattr(model, "context_features", None)
         self.motive_temperature = float(info.calibration.get("motive_temperature", 1.0))
         self.tier_temperature = float(info.calibration.get("tier_temperature", 1.0))
         self._layout: tuple[list[int], list[int]] | None = None
@@ -139,9 +147,21 @@ class Predictor:
             mask[row, sl] = 1
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
+    def context_ids(self, posts: Sequence[Post], observed_ages: Sequence[float | None] | None = None
+                    ) -> np.ndarray | None:
+        """(n, slots) context categories for the tier head; None for a text-only bundle.
+        `observed_ages` (days from posting to the counts' snapshot) only in evaluation."""
+        if self.features is None:
+            return None
+        ages = observed_ages if observed_ages is not None else [None] * len(posts)
+        return np.array([self.features.encode(p.context, a) for p, a in zip(posts, ages, strict=True)],
+                        dtype=np.int64).reshape(len(posts), -1)
+
     @torch.inference_mode()
-    def logits(self, texts: list[str], batch_size: int = 32) -> tuple[RawOutputs, list[int]]:
-        """Uncalibrated logits for already-normalised texts, in input order, and token counts."""
+    def logits(self, texts: list[str], batch_size: int = 32, context_ids: np.ndarray | None = None
+               ) -> tuple[RawOutputs, list[int]]:
+        """Uncalibrated logits for already-normalised texts (and their context categories, from
+        `context_ids`), in input order, and token counts."""
         m_out = np.zeros((len(texts), len(MOTIVES)), dtype=np.float32)
         t_out = np.zeros((len(texts), len(TIERS) - 1), dtype=np.float32)
         if not texts:
@@ -152,7 +172,9 @@ class Predictor:
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = self._pad([seqs[i] for i in idx])
-            out = self.infer_model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+            ctx = None if context_ids is None else torch.from_numpy(context_ids[idx]).to(self.device)
+            out = self.infer_model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                   context_ids=ctx)
             m_out[idx] = out["motive_logits"].float().cpu().numpy()
             t_out[idx] = out["tier_logits"].float().cpu().numpy()
         return RawOutputs(m_out, t_out), counts
@@ -162,12 +184,26 @@ class Predictor:
         t = tier_probs_from_logits(torch.from_numpy(raw.tier_logits), self.tier_temperature)
         return m.numpy(), t.numpy()
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
-        norms = [normalise(t) for t in texts]
-        raw, counts = self.logits([n.text for n in norms], batch_size=batch_size)
+    def context_usage(self, post: Post) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(used, unknown, notes) for one post's context under this bundle."""
+        if self.features is None:
+            given = post.context.known()
+            notes = ("this model reads text only; context was ignored",) if given else ()
+            return (), tuple(type(post.context).field_names()), notes
+        used, unknown, notes = self.features.usage(post.context)
+        return tuple(used), tuple(unknown), tuple(notes)
+
+    def predict(self, posts: Sequence[Post | str], batch_size: int = 32) -> list[Prediction]:
+        """Posts (a bare string is a post with unknown context) -> calibrated predictions."""
+        items = [Post.of(p) for p in posts]
+        norms = [normalise(p.text) for p in items]
+        raw, counts = self.logits([n.text for n in norms], batch_size=batch_size,
+                                  context_ids=self.context_ids(items))
         mp, tp = self.probabilities(raw)
-        return [
-            Prediction(motive_probs=mp[i], tier_probs=tp[i], n_tokens=counts[i],
-                       truncated=counts[i] > self.max_length, normalised=norms[i])
-            for i in range(len(texts))
-        ]
+        out = []
+        for i, post in enumerate(items):
+            used, unknown, notes = self.context_usage(post)
+            out.append(Prediction(motive_probs=mp[i], tier_probs=tp[i], n_tokens=counts[i],
+                                  truncated=counts[i] > self.max_length, normalised=norms[i], post=post,
+                                  context_used=used, context_unknown=unknown, context_notes=notes))
+        return out

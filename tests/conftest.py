@@ -13,6 +13,15 @@ RAW = REPO.parent / "shared" / "data" / "raw"
 FEED_FILE = RAW / "hellolt03__SentimentSystem" / "spiders" / "articleData.csv"
 
 
+def _tiny_context():
+    from sharelens.context_features import ContextFeatures
+
+    return ContextFeatures(channels=("明星", "热门", "社会"))
+
+
+TINY_CONTEXT = _tiny_context()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     import os
 
@@ -42,7 +51,8 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory, real_posts: list[
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) -> Path:
-    """A models/ folder with one registered, untrained tiny bundle (aliases latest + production)."""
+    """A models/ folder with one registered, untrained tiny bundle (aliases latest + production)
+    whose tier head reads context (three known channels)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -51,13 +61,14 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: 
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    model = ShareLensModel.from_encoder(str(tiny_encoder_dir))
+    model = ShareLensModel.from_encoder(str(tiny_encoder_dir), context_sizes=TINY_CONTEXT.sizes())
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
     reg = Registry(root)
     version = reg.next_version("sharelens")
     from sharelens.bundle import save_bundle
 
-    save_bundle(root / "sharelens" / version, model, tokenizer, {"max_length": 64, "profile": "test"})
+    save_bundle(root / "sharelens" / version, model, tokenizer, {"max_length": 64, "profile": "test"},
+                context_features=TINY_CONTEXT)
     reg.register("sharelens", version)
     reg.set_alias("sharelens", "production", version)
     return root

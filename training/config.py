@@ -43,6 +43,14 @@ class TrainConfig:
     tier_loss_weight: float = field(default=1.0, metadata={"help": "weight of the ordinal tier loss"})
     motive_class_weighting: str = field(
         default="inverse_sqrt", metadata={"help": "motive class weights: inverse_sqrt (of frequency) or none"})
+    context: bool = field(
+        default=True, metadata={"help": "fuse the post's context (channel, vip, verified, followers, time, author "
+                                "history) into the tier head; false: a text-only tier head"})
+    channel_min_count: int = field(
+        default=3, metadata={"help": "channels seen fewer times in the training posts are unknown to the model"})
+    observed_age: bool = field(
+        default=True, metadata={"help": "give the tier head the post's age when its counts were snapshotted "
+                                "(right-censoring); serving leaves it unknown"})
     motive_oversample: int = field(
         default=2, metadata={"help": "repeat each motive-annotated post this many times per epoch (they are a "
                              "minority of the tier-labelled posts)"})
@@ -52,8 +60,9 @@ class TrainConfig:
     early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without improvement before stop"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, dropout, head init)"})
     data_dir: str = field(default="data/build/corpus", metadata={"help": "the corpus built by `make data`"})
-    train_splits: list[str] = field(default_factory=lambda: ["train", "aux_cctv", "aux_ced"],
-                                    metadata={"help": "splits to train on (aux_* contribute motive labels only)"})
+    train_splits: list[str] = field(default_factory=lambda: ["train", "ordinary_train", "aux_cctv", "aux_ced", "aux_spam"],
+                                    metadata={"help": "splits to train on (aux_* contribute motive labels only, "
+                                              "ordinary_train tier labels only)"})
     validation_split: str = field(default="validation", metadata={"help": "split for early stopping and calibration"})
     max_train_posts: int | None = field(default=None, metadata={"help": "cap on training posts (tiny profile)"})
     logging_steps: int = field(default=20, metadata={"help": "log every N optimiser steps"})

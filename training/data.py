@@ -7,12 +7,30 @@ from pathlib import Path
 
 import numpy as np
 
+from sharelens.context_features import ContextFeatures, observed_age_days
 from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVE2ID, MOTIVES, TIER2ID
 from sharelens.modeling import IGNORE
+from sharelens.post import Context
 from training.config import TrainConfig
 
-TIER_TRAINED_DOMAINS = {"feed"}  # CCTV and CED tiers measure other populations (see splits.py)
+# Feed crawls and ordinary accounts; CCTV and CED tiers measure other populations (one giant account,
+# a capped 2012 crawl) and the spam crawl's counts are the reposts' own (see training/corpus/splits.py).
+TIER_TRAINED_DOMAINS = {"feed", "ordinary"}
+
+
+def record_context_ids(features: ContextFeatures, row: dict, with_age: bool = True) -> list[int]:
+    """A corpus record's context categories; the observed age (right-censoring) when asked."""
+    age = observed_age_days(row.get("posted_at"), row.get("observed_at")) if with_age else None
+    return features.encode(Context.from_record(row), age)
+
+
+def fit_context_features(cfg: TrainConfig) -> ContextFeatures:
+    """The channel vocabulary of the tier-trained posts of the training splits."""
+    corpus = load_corpus(cfg.data_dir)
+    rows = [r for s in cfg.train_splits if s in corpus for r in corpus[s].select_columns(
+        [c for c in ("channel", "domain") if c in corpus[s].column_names]) if r["domain"] in TIER_TRAINED_DOMAINS]
+    return ContextFeatures.fit(rows, min_count=cfg.channel_min_count)
 
 
 def load_corpus(data_dir: str | Path):
@@ -34,8 +52,9 @@ def with_labels(ds):
     return ds.map(label, desc="labels")
 
 
-def training_sets(cfg: TrainConfig, tokenizer):
-    """(train, validation) datasets with input_ids, attention_mask, motive_label, tier_label."""
+def training_sets(cfg: TrainConfig, tokenizer, features: ContextFeatures | None = None):
+    """(train, validation) datasets with input_ids, attention_mask, motive_label, tier_label and,
+    given context features, context_ids."""
     import datasets
 
     corpus = load_corpus(cfg.data_dir)
@@ -59,9 +78,15 @@ def training_sets(cfg: TrainConfig, tokenizer):
     def tok(batch: dict) -> dict:
         return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)
 
-    keep = ["input_ids", "attention_mask", "motive_label", "tier_label"]
+    keep = ["input_ids", "attention_mask", "motive_label", "tier_label", "context_ids"]
     train = train.map(tok, batched=True, desc="tokenise train")
     validation = validation.map(tok, batched=True, desc="tokenise validation")
+    if features is not None:
+        def ctx(row: dict) -> dict:
+            return {"context_ids": record_context_ids(features, row, cfg.observed_age)}
+
+        train = train.map(ctx, desc="context train")
+        validation = validation.map(ctx, desc="context validation")
     train = train.remove_columns([c for c in train.column_names if c not in keep])
     validation = validation.remove_columns([c for c in validation.column_names if c not in keep])
     return train, validation

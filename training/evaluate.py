@@ -1,7 +1,14 @@
 """`make eval`: the truth about a bundle, next to simple baselines, on held-out posts.
 
-Default sets: the feed `test` split, plus the out-of-domain `ood_cctv` and `ood_ced` splits.
-Any JSONL file in the spec's record format can be evaluated instead (`make eval DATA=path`).
+Default sets: the feed `test` split and the ordinary accounts' `ordinary_test`, plus the
+out-of-domain `ood_cctv` and `ood_ced` splits. Any JSONL file in the spec's record format (with or
+without context fields) can be evaluated instead (`make eval DATA=path`).
+
+The tier table has one row per way of feeding the model (`TIER_VARIANTS`): the post with its full
+context (the headline: what a caller who knows the context gets), the same plus the age at which
+its counts were snapshotted (right-censoring: the label is what a post of that age had collected),
+text only, and each context field removed; beside the baselines (majority, TF-IDF on the text,
+logistic regression on the context alone and on TF-IDF + context).
 Temperatures are fitted on the validation split and stored in the bundle's calibration.json,
 which the API then uses: what is served is what is evaluated.
 """
@@ -9,6 +16,7 @@ which the API then uses: what is served is what is evaluated.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +24,26 @@ import torch
 import yaml
 
 from sharelens.bundle import write_json
+from sharelens.context_features import ContextFeatures, observed_age_days
 from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVE2ID, MOTIVES, TIERS, engagement, tier_of
 from sharelens.modeling import tier_probs_from_logits
+from sharelens.post import Context, Post
 from sharelens.predictor import Predictor
 from sharelens.registry import Registry
 from sharelens.text import normalise_text
-from training.baselines import fit_baselines
+from training.baselines import MOTIVE_BASELINES, TIER_BASELINES, fit_baselines
 from training.data import TIER_TRAINED_DOMAINS, load_corpus
 from training.metrics import ece, fit_temperature, motive_metrics, tier_metrics
 
-DEFAULT_SETS = ("test", "ood_cctv", "ood_ced")
+DEFAULT_SETS = ("test", "ordinary_test", "ood_cctv", "ood_ced")
+# tier rows: name -> (context fields removed, use the observed age)
+TIER_VARIANTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "model": ((), False),
+    "model + observed age": ((), True),
+    "model, text only": (Context.field_names(), False),
+    **{f"model without {f}": ((f,), False) for f in Context.field_names()},
+}
 
 
 def read_records(path: Path) -> list[dict]:
@@ -43,6 +60,10 @@ def read_records(path: Path) -> list[dict]:
                 raise SharelensError("E311", f"{path}:{n}: a record needs a string field 'text'")
             if r.get("motive") not in (None, *MOTIVES):
                 raise SharelensError("E312", f"{path}:{n}: unknown motive {r.get('motive')!r}")
+            try:
+                Context.from_record(r)
+            except SharelensError as exc:
+                raise SharelensError("E315", f"{path}:{n}: {exc.message}") from exc
             if "tier" not in r and all(k in r for k in ("reposts", "comments", "likes")):
                 r["tier"] = tier_of(engagement(r["reposts"], r["comments"], r["likes"]))
             rows.append(r)
@@ -62,10 +83,15 @@ def _nll_tier(logits: np.ndarray, y: np.ndarray):
     return lambda t: float(-np.log(tier_probs_from_logits(lt, t).numpy()[np.arange(len(y)), y] + 1e-12).mean())
 
 
+def posts_of(rows) -> list[Post]:
+    return [Post.from_record(r) for r in rows]
+
+
 def fit_temperatures(pred: Predictor, corpus, split: str) -> dict:
-    rows = corpus[split]
-    texts = [r["text"] for r in rows]
-    raw, _ = pred.logits(texts)
+    """Temperatures on the validation split, fed as the API is fed: full context, no observed age."""
+    rows = list(corpus[split])
+    posts = posts_of(rows)
+    raw, _ = pred.logits([normalise_text(p.text) for p in posts], context_ids=pred.context_ids(posts))
     doc: dict = {"fitted_on": split}
     m_idx = np.array([i for i, r in enumerate(rows) if r["motive"]], dtype=int)
     if len(m_idx):
@@ -80,54 +106,97 @@ def fit_temperatures(pred: Predictor, corpus, split: str) -> dict:
     return doc
 
 
-def _score_head(y: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray, texts: list[str],
-                baselines: dict, head: str, metrics_fn) -> dict:
-    """Model and baselines on one head, plus ECE before and after temperature scaling."""
-    res = {"model": metrics_fn(y, calibrated)}
-    for name, b in baselines.items():
-        res[name] = metrics_fn(y, b[head].predict_proba(texts))
+def _calibration(y: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray) -> dict:
     e0, bins0 = ece(y, uncalibrated)
     e1, bins1 = ece(y, calibrated)
-    res["calibration"] = {"ece_before": e0, "ece_after": e1, "bins_before": bins0, "bins_after": bins1}
-    return res
+    return {"ece_before": e0, "ece_after": e1, "bins_before": bins0, "bins_after": bins1}
+
+
+def _context_coverage(posts: list[Post]) -> dict[str, int]:
+    """How many posts of a set carry each context field."""
+    return {f: sum(getattr(p.context, f) is not None for p in posts) for f in Context.field_names()}
+
+
+def _tier_variants(pred: Predictor, texts: list[str], posts: list[Post], ages: list[float | None]) -> dict:
+    """Calibrated tier distributions for every row of the tier table that this set can inform:
+    a field no post carries has no "without" row (it would equal the full row)."""
+    coverage = _context_coverage(posts)
+    out: dict[str, np.ndarray] = {}
+    for name, (removed, with_age) in TIER_VARIANTS.items():
+        if pred.features is None and name != "model":
+            continue
+        if with_age and not any(a is not None for a in ages):
+            continue
+        if len(removed) == 1 and not coverage[removed[0]]:
+            continue
+        variant = [Post(p.text, p.context.without(*removed)) for p in posts]
+        ids = pred.context_ids(variant, ages if with_age else None)
+        raw, _ = pred.logits(texts, context_ids=ids)
+        out[name] = pred.probabilities(raw)[1]
+    return out
 
 
 def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
-    texts = [normalise_text(r["text"]) for r in rows]
-    raw, counts = pred.logits(texts)
+    posts = posts_of(rows)
+    texts = [normalise_text(p.text) for p in posts]
+    raw, counts = pred.logits(texts, context_ids=pred.context_ids(posts))
     mp, tp = pred.probabilities(raw)
-    out: dict = {"posts": len(rows), "truncated_posts": int(sum(c > pred.max_length for c in counts))}
+    out: dict = {"posts": len(rows), "truncated_posts": int(sum(c > pred.max_length for c in counts)),
+                 "domains": dict(sorted(Counter(str(r.get("domain", "")) for r in rows).items())),
+                 "context_coverage": _context_coverage(posts)}
     # uncalibrated probabilities for the before/after comparison
     m_raw = torch.softmax(torch.from_numpy(raw.motive_logits), -1).numpy()
     t_raw = tier_probs_from_logits(torch.from_numpy(raw.tier_logits)).numpy()
     m_idx = [i for i, r in enumerate(rows) if r.get("motive")]
     if m_idx:
         y = np.array([MOTIVE2ID[rows[i]["motive"]] for i in m_idx])
-        out["motive"] = _score_head(y, mp[m_idx], m_raw[m_idx], [texts[i] for i in m_idx], baselines,
-                                    "motive", motive_metrics)
+        sub = [posts[i] for i in m_idx]
+        res = {"model": motive_metrics(y, mp[m_idx])}
+        for name in MOTIVE_BASELINES:
+            if name in baselines and "motive" in baselines[name]:
+                res[name] = motive_metrics(y, baselines[name]["motive"].predict_proba(sub))
+        res["calibration"] = _calibration(y, mp[m_idx], m_raw[m_idx])
+        out["motive"] = res
     t_idx = [i for i, r in enumerate(rows) if r.get("tier")]
     if t_idx:
         y = np.array([TIERS.index(rows[i]["tier"]) for i in t_idx])
-        out["tier"] = _score_head(y, tp[t_idx], t_raw[t_idx], [texts[i] for i in t_idx], baselines,
-                                  "tier", tier_metrics)
+        sub = [posts[i] for i in t_idx]
+        ages = [observed_age_days(rows[i].get("posted_at"), rows[i].get("observed_at")) for i in t_idx]
+        variants = _tier_variants(pred, [texts[i] for i in t_idx], sub, ages)
+        res = {name: tier_metrics(y, p) for name, p in variants.items()}
+        for name in TIER_BASELINES:
+            if name in baselines and "tier" in baselines[name]:
+                res[name] = tier_metrics(y, baselines[name]["tier"].predict_proba(sub))
+        res["calibration"] = _calibration(y, tp[t_idx], t_raw[t_idx])
+        res["observed_age_days"] = _quantiles([a for a in ages if a is not None])
+        out["tier"] = res
     return out
 
 
-def train_baselines(bundle: Path, corpus) -> dict:
+def _quantiles(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    q = np.percentile(values, [5, 25, 50, 75, 95])
+    return {"n": len(values), **{f"p{p}": float(v) for p, v in zip((5, 25, 50, 75, 95), q, strict=True)}}
+
+
+def train_baselines(bundle: Path, corpus, features: ContextFeatures | None = None) -> dict:
     cfg = yaml.safe_load((bundle / "train_config.yaml").read_text(encoding="utf-8"))
-    m_texts, m_y, t_texts, t_y = [], [], [], []
+    m_posts, m_y, t_posts, t_y = [], [], [], []
     for split in cfg["train_splits"]:
+        if split not in corpus:
+            continue
         for r in corpus[split]:
             if r["motive"]:
-                m_texts.append(r["text"])
+                m_posts.append(Post.from_record(r))
                 m_y.append(MOTIVE2ID[r["motive"]])
             if r["domain"] in TIER_TRAINED_DOMAINS:
-                t_texts.append(r["text"])
+                t_posts.append(Post.from_record(r))
                 t_y.append(TIERS.index(r["tier"]))
-    if not m_texts:
+    if not m_posts:
         raise SharelensError("E314", "no motive-annotated training posts for the baselines; build the corpus "
                              "with the annotations (`make data`)")
-    return fit_baselines(m_texts, np.array(m_y), t_texts, np.array(t_y))
+    return fit_baselines(m_posts, np.array(m_y), t_posts, np.array(t_y), features)
 
 
 def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: bool = False, registry: Registry | None = None,
@@ -143,7 +212,7 @@ def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: boo
         calib = fit_temperatures(pred, corpus, cfg.get("validation_split", "validation"))
         write_json(bundle / "calibration.json", {"motive_temperature": 1.0, "tier_temperature": 1.0, **calib})
         pred = Predictor.from_bundle(bundle)
-    baselines = train_baselines(bundle, corpus)
+    baselines = train_baselines(bundle, corpus, pred.features)
     sets: dict[str, list[dict]] = {}
     if data is not None:
         sets[Path(data).stem] = read_records(Path(data))
@@ -173,12 +242,26 @@ def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: boo
     return doc
 
 
+def tier_rows(res: dict) -> list[str]:
+    """The names of the tier table's rows present in one set's results, in table order."""
+    return [n for n in (*TIER_VARIANTS, *TIER_BASELINES) if n in res]
+
+
 def summary_table(doc: dict) -> str:
-    lines = [f"{'set':<10} {'head':<7} {'metric':<10} {'model':>7} {'tfidf':>7} {'majority':>9}"]
+    lines = []
     for name, res in doc["sets"].items():
-        for head, metric in (("motive", "macro_f1"), ("motive", "accuracy"), ("tier", "qwk"), ("tier", "macro_f1")):
-            if head in res:
-                r = res[head]
-                lines.append(f"{name:<10} {head:<7} {metric:<10} {r['model'][metric]:>7.3f} "
-                             f"{r['tfidf_logreg'][metric]:>7.3f} {r['majority'][metric]:>9.3f}")
+        domains = ", ".join(f"{d} {n}" for d, n in res.get("domains", {}).items())
+        lines.append(f"== {name}: {res['posts']} posts ({domains})")
+        if "motive" in res:
+            m = res["motive"]
+            lines.append(f"   motive ({m['model']['n']} annotated)   macro-F1   accuracy   top-2")
+            for who in ("model", *MOTIVE_BASELINES):
+                if who in m:
+                    r = m[who]
+                    lines.append(f"   {who:<24} {r['macro_f1']:>8.3f} {r['accuracy']:>10.3f} {r['top2_accuracy']:>7.3f}")
+        if "tier" in res:
+            t = res["tier"]
+            lines.append(f"   tier ({t['model']['n']} posts)            QWK   macro-F1")
+            for who in tier_rows(t):
+                lines.append(f"   {who:<28} {t[who]['qwk']:>6.3f} {t[who]['macro_f1']:>9.3f}")
     return "\n".join(lines)

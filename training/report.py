@@ -59,8 +59,9 @@ def write_report(doc: dict, out_dir: Path, tag: str = "") -> Path:
             lines += [f"### Share motive ({m['model']['n']} annotated posts)", "",
                       "| | accuracy | macro-F1 | top-2 acc |", "|---|---|---|---|"]
             for who in ("model", "tfidf_logreg", "majority"):
-                r = m[who]
-                lines.append(f"| {who} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['top2_accuracy']:.3f} |")
+                if who in m:
+                    r = m[who]
+                    lines.append(f"| {who} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['top2_accuracy']:.3f} |")
             lines += ["", "| motive | precision | recall | F1 | support |", "|---|---|---|---|---|"]
             for mot, r in m["model"]["per_motive"].items():
                 lines.append(f"| {mot} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | {r['support']} |")
@@ -70,12 +71,24 @@ def write_report(doc: dict, out_dir: Path, tag: str = "") -> Path:
             _reliability_png(m["calibration"], f"{name}: motive", out_dir / f"reliability-motive-{name}{tag}.png")
             lines += [f"![](confusion-motive-{name}{tag}.png) ![](reliability-motive-{name}{tag}.png)", ""]
         if "tier" in res:
+            from training.evaluate import tier_rows
+
             t = res["tier"]
+            cov = res.get("context_coverage", {})
+            ages = t.get("observed_age_days")
             lines += [f"### Engagement tier ({t['model']['n']} posts)", "",
+                      "Context fields carried by the posts of this set: " + (", ".join(
+                          f"{k} {v}" for k, v in cov.items()) or "none") + "." + (
+                          f" Age when the counts were snapshotted (days): median {ages['p50']:.1f}, "
+                          f"5-95% {ages['p5']:.1f}-{ages['p95']:.1f} ({ages['n']} posts)." if ages else ""), "",
                       "| | accuracy | macro-F1 | QWK | MAE (tiers) |", "|---|---|---|---|---|"]
-            for who in ("model", "tfidf_logreg", "majority"):
+            for who in tier_rows(t):
                 r = t[who]
                 lines.append(f"| {who} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['qwk']:.3f} | {r['mae']:.3f} |")
+            lines += ["", "`model` reads the text and every context field the post carries (as the API does); "
+                      "`+ observed age` also the post's age at the snapshot; `without X` drops one field; "
+                      "`context_logreg` is logistic regression on the context alone, `tfidf_context_logreg` on "
+                      "TF-IDF + context."]
             if "argmax" in t["model"]:
                 lines += ["", "Tiers are decided by the median of each predicted distribution (every model alike); "
                           "by the most probable tier instead: " + ", ".join(

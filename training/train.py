@@ -26,7 +26,7 @@ from sharelens.modeling import IGNORE, ShareLensModel, tier_probs_from_logits
 from sharelens.registry import Registry
 from training.config import TrainConfig
 from training.corpus.splits import SPLIT_FILE
-from training.data import load_corpus, motive_class_weights, training_sets
+from training.data import fit_context_features, load_corpus, motive_class_weights, training_sets
 from training.metrics import motive_metrics, tier_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,8 @@ def ensure_offline_encoder(path: Path) -> None:
         trim(DEFAULT_DIR, path, texts)
 
 
-def build_model(cfg: TrainConfig, run_dir: Path) -> tuple[ShareLensModel, object, dict]:
+def build_model(cfg: TrainConfig, run_dir: Path, context_sizes: list[int] | None = None
+                ) -> tuple[ShareLensModel, object, dict]:
     from transformers import AutoTokenizer
 
     base = resolve_path(cfg.base_encoder)
@@ -95,7 +96,8 @@ def build_model(cfg: TrainConfig, run_dir: Path) -> tuple[ShareLensModel, object
         base_info["manifest"] = json.loads(manifest.read_text(encoding="utf-8"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
-        model = ShareLensModel.from_encoder(base, keep_layers=cfg.keep_layers, dropout=cfg.dropout)
+        model = ShareLensModel.from_encoder(base, keep_layers=cfg.keep_layers, dropout=cfg.dropout,
+                                            context_sizes=context_sizes)
     except OSError as exc:
         raise SharelensError("E306", f"cannot load base encoder {cfg.base_encoder!r} ({str(exc).splitlines()[0]}); "
                              "use a local folder, `make setup` for the offline e5 encoder, or a hub id with a "
@@ -174,8 +176,9 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     args = training_arguments(cfg, run_dir, use_gpu)
     # Under torchrun every rank runs this; rank 0 builds files (tiny encoder, dataset caches) first.
     with args.main_process_first(desc="build model and datasets"):
-        model, tokenizer, base_info = build_model(cfg, run_dir)
-        train_ds, val_ds = training_sets(cfg, tokenizer)
+        features = fit_context_features(cfg) if cfg.context else None
+        model, tokenizer, base_info = build_model(cfg, run_dir, features.sizes() if features else None)
+        train_ds, val_ds = training_sets(cfg, tokenizer, features)
     weights = motive_class_weights(train_ds, cfg.motive_class_weighting)
     model.motive_class_weight = torch.tensor(weights)
     model.motive_loss_weight = cfg.motive_loss_weight
@@ -234,9 +237,11 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
         "best_checkpoint": Path(best_ckpt).name if best_ckpt else None,
         "best_metric": trainer.state.best_metric,
         "validation_history": history,
+        "context": {"channels": len(features.channels), "observed_age": cfg.observed_age} if features else None,
     }
     bundle = save_bundle(models_dir / cfg.name / version, trainer.model, tokenizer, meta,
-                         yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last)
+                         yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last,
+                         context_features=features)
     registry.register(cfg.name, version, {"profile": cfg.profile, "best_validation_score": trainer.state.best_metric})
     shutil.rmtree(run_dir, ignore_errors=True)  # finished: the bundle holds everything worth keeping
     print(f"Saved {cfg.name} {version} -> {bundle}")

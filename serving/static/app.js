@@ -1,4 +1,5 @@
-// sharelens page: one fetch() to /predict with explain:true, rendered without any library.
+// sharelens page: one fetch() to /predict with explain:true (plus GET /models for the channel list),
+// rendered without any library.
 // Text from the API is always inserted with textContent, never as HTML.
 "use strict";
 
@@ -21,6 +22,67 @@ function setStatus(message, isError) {
   const status = $("status");
   status.textContent = message;
   status.classList.toggle("error", Boolean(isError));
+}
+
+function apiHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  const key = window.localStorage.getItem("sharelens-api-key");
+  if (key) headers["X-API-Key"] = key;
+  return headers;
+}
+
+// The channel list is the served model's (GET /models); "unknown" stays first and is not sent.
+async function loadChannels() {
+  try {
+    const response = await fetch("/models", { headers: apiHeaders() });
+    if (!response.ok) return;
+    const data = await response.json();
+    const select = $("ctx-channel");
+    for (const channel of data.channels || []) {
+      const option = el("option", null, channel);
+      option.value = channel;
+      select.append(option);
+    }
+  } catch (err) {
+    // The page still works without the list: the channel just stays unknown.
+  }
+}
+
+class InputError extends Error {}
+
+// A number input's value, or null when empty; a half-typed number ("-", "1e") is an error, not unknown.
+function numberValue(id, name) {
+  const input = $(id);
+  if (input.validity.badInput) throw new InputError(name + " 不是数字 is not a number");
+  return input.value.trim() === "" ? null : Number(input.value);
+}
+
+// The `context` object from the filled fields; null when nothing is filled (then no key is sent).
+// Range checks are left to the API, whose 422 detail the status line shows.
+function readContext() {
+  const context = {};
+  const channel = $("ctx-channel").value;
+  if (channel) context.channel = channel;
+  for (const [id, field] of [["ctx-vip", "vip"], ["ctx-verified", "verified"]]) {
+    const value = $(id).value;
+    if (value) context[field] = value === "true";
+  }
+  const followers = numberValue("ctx-followers", "followers");
+  if (followers !== null) context.followers = followers;
+  if ($("ctx-posted-at").validity.badInput) throw new InputError("posted_at 不完整 is incomplete");
+  const postedAt = $("ctx-posted-at").value; // "YYYY-MM-DDTHH:MM" in China time
+  if (postedAt) context.posted_at = postedAt.slice(0, 16) + ":00+08:00";
+  const posts = numberValue("ctx-history-posts", "history posts");
+  const median = numberValue("ctx-history-median", "history median engagement");
+  if (posts !== null && median !== null) context.author_history = { posts, median_engagement: median };
+  return Object.keys(context).length ? context : null;
+}
+
+function clearContext() {
+  for (const id of ["ctx-channel", "ctx-vip", "ctx-verified", "ctx-followers", "ctx-posted-at",
+    "ctx-history-posts", "ctx-history-median"]) {
+    $(id).value = "";
+  }
 }
 
 function renderMotives(motive) {
@@ -53,6 +115,36 @@ function renderTier(tier) {
   box.append(el("div", "tier-top", "最可能 most likely: " + tier.top), strip);
 }
 
+function signed(score, digits) {
+  return (score >= 0 ? "+" : "") + score.toFixed(digits);
+}
+
+// Which context fields the tier read, why others were not used, and what each one contributed
+// (in the order the API gives: largest |score| first), coloured like the word highlights.
+function renderContext(result) {
+  const use = result.context || { used: [], unknown: [], notes: [] };
+  $("context-used").textContent = use.used.length
+    ? "背景已使用 Context used: " + use.used.join(", ")
+    : "未使用背景 No context used";
+  const notes = $("context-notes");
+  notes.replaceChildren(...use.notes.map((n) => el("li", "note", n)));
+  const scores = result.explanation ? result.explanation.tier.context || [] : [];
+  const box = $("context-scores");
+  box.replaceChildren();
+  const max = Math.max(1e-9, ...scores.map((c) => Math.abs(c.score)));
+  for (const c of scores) {
+    const row = el("span", "w ctx " + (c.score >= 0 ? "pos" : "neg"), c.field + "=" + c.value + " " +
+      signed(c.score, 2));
+    row.dataset.field = c.field;
+    const strength = Math.abs(c.score) / max;
+    const rgb = c.score >= 0 ? "22, 163, 74" : "220, 38, 38";
+    row.style.backgroundColor = "rgba(" + rgb + ", " + (0.12 + 0.6 * strength).toFixed(3) + ")";
+    row.title = signed(c.score, 4);
+    box.append(row);
+  }
+  $("context-box").hidden = scores.length === 0;
+}
+
 // The API counts offsets in Unicode code points; JavaScript strings count UTF-16 units, so an
 // emoji before a word would shift every highlight by one. Map code point -> UTF-16 index.
 function unitIndex(text) {
@@ -83,7 +175,7 @@ function renderHighlight(text, explanation, which) {
     const strength = Math.abs(w.score) / max;
     const rgb = w.score >= 0 ? "22, 163, 74" : "220, 38, 38";
     mark.style.backgroundColor = "rgba(" + rgb + ", " + (0.12 + 0.6 * strength).toFixed(3) + ")";
-    mark.title = (w.score >= 0 ? "+" : "") + w.score.toFixed(4);
+    mark.title = signed(w.score, 4);
     box.append(mark);
     pos = end;
   }
@@ -96,6 +188,7 @@ function render(data, text) {
   last = { text, result };
   renderMotives(result.motive);
   renderTier(result.tier);
+  renderContext(result);
   renderHighlight(text, result.explanation, $("explain-target").value);
   const note = $("truncated");
   note.hidden = !result.truncated;
@@ -110,17 +203,23 @@ function render(data, text) {
 
 async function predict() {
   const text = $("text").value;
+  const body = { text, explain: true };
+  try {
+    const context = readContext();
+    if (context) body.context = context;
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    setStatus("背景字段无效 Invalid context: " + err.message, true);
+    return;
+  }
   const button = $("predict");
   button.disabled = true;
   setStatus("预测中… predicting", false);
   try {
-    const headers = { "Content-Type": "application/json" };
-    const key = window.localStorage.getItem("sharelens-api-key");
-    if (key) headers["X-API-Key"] = key;
     const response = await fetch("/predict", {
       method: "POST",
-      headers,
-      body: JSON.stringify({ text, explain: true }),
+      headers: apiHeaders(),
+      body: JSON.stringify(body),
     });
     const data = await response.json().catch(() => ({ detail: "HTTP " + response.status }));
     if (!response.ok) {
@@ -148,4 +247,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("explain-target").addEventListener("change", () => {
     if (last) renderHighlight(last.text, last.result.explanation, $("explain-target").value);
   });
+  $("ctx-clear").addEventListener("click", clearContext);
+  loadChannels();
 });

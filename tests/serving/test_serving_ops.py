@@ -131,6 +131,13 @@ def test_openapi_documents_the_request(client) -> None:
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/predict"]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"text", "texts", "explain", "explain_motive", "model"}
+    assert set(schema["properties"]) == {"text", "texts", "context", "posts", "explain", "explain_motive", "model"}
     assert schema["examples"] and schema["properties"]["text"]["description"]
     assert {"200", "404", "413", "422"} <= set(op["responses"])
+    # every context field is documented, with an example
+    context = schema["$defs"]["ContextIn"]["properties"]
+    assert set(context) == {"channel", "vip", "verified", "followers", "posted_at", "author_history"}
+    for name, field in context.items():
+        assert field.get("description"), name
+        assert field.get("examples") or name == "author_history", name
+    assert any("context" in ex for ex in schema["examples"])
