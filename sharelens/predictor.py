@@ -179,6 +179,27 @@ class Predictor:
             t_out[idx] = out["tier_logits"].float().cpu().numpy()
         return RawOutputs(m_out, t_out), counts
 
+    @torch.inference_mode()
+    def pooled(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """The encoder's pooled vectors for already-normalised texts, in input order: what every
+        head reads. Evaluation runs the heads on them under many contexts without re-encoding."""
+        seqs, _ = self.tokenize(texts) if texts else ([], [])
+        out = np.zeros((len(texts), self.model.encoder.config.hidden_size), dtype=np.float32)
+        order = np.argsort([-len(x) for x in seqs], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, attention_mask = self._pad([seqs[i] for i in idx])
+            out[idx] = self.infer_model.pool(input_ids.to(self.device), attention_mask.to(self.device)).float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def head_logits(self, pooled: np.ndarray, context_ids: np.ndarray | None = None) -> RawOutputs:
+        """Both heads on pooled vectors (from `pooled`), with the given context categories."""
+        z = torch.from_numpy(pooled).to(self.device)
+        ctx = None if context_ids is None else torch.from_numpy(context_ids).to(self.device)
+        out = self.infer_model.heads(z, ctx)
+        return RawOutputs(out.motive_logits.float().cpu().numpy(), out.tier_logits.float().cpu().numpy())
+
     def probabilities(self, raw: RawOutputs) -> tuple[np.ndarray, np.ndarray]:
         m = torch.softmax(torch.from_numpy(raw.motive_logits) / self.motive_temperature, dim=-1)
         t = tier_probs_from_logits(torch.from_numpy(raw.tier_logits), self.tier_temperature)

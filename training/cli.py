@@ -4,6 +4,7 @@ sharelens data [--raw-dir DIR] [--resplit] [--fetch]
 sharelens encoder [--force]
 sharelens train [--profile default|fast|tiny|path.yaml] [--no-resume] [--<field> value ...]
 sharelens eval [--model NAME] [--version REF] [--data file.jsonl]
+sharelens refit-tier [--model NAME] [--version REF]
 sharelens promote --version REF [--alias production] [--model NAME]
 sharelens models
 """
@@ -96,6 +97,19 @@ def _cmd_models(a: argparse.Namespace) -> None:
             print(f"  {v['version']}  {v.get('created_at', '')}  {figures}  {' '.join(tags)}")
 
 
+def _cmd_refit_tier(a: argparse.Namespace) -> None:
+    from sharelens.registry import Registry
+    from training.evaluate import evaluate_bundle
+    from training.tier_refit import refit_bundle
+    from training.train import MODELS_DIR
+
+    a.bundle = None
+    dest, report = refit_bundle(_bundle_path(a))
+    print(f"Refit tier head -> {dest}: validation QWK {report.validation_qwk_before:.3f} -> "
+          f"{report.validation_qwk_after:.3f} (epoch {report.epochs}; {report.train_posts} posts)")
+    evaluate_bundle(dest, fit_calibration=True, registry=Registry(MODELS_DIR))
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.config import add_override_arguments
 
@@ -113,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-eval", action="store_true", help="skip calibration and evaluation after training")
     overrides = t.add_argument_group("config overrides")
     add_override_arguments(overrides)  # type: ignore[arg-type]
-    for name, helptext in (("eval", "evaluate a bundle against baselines"), ("promote", "move an alias to a version")):
+    for name, helptext in (("eval", "evaluate a bundle against baselines"), ("promote", "move an alias to a version"),
+                           ("refit-tier", "a new version whose tier head is refit on the frozen encoder, then evaluated")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("--model", default="sharelens")
         q.add_argument("--version", default=None, help="version or alias (default: production, then latest)")
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--data", help="a JSONL file in the spec's record format (default: test + OOD splits)")
             q.add_argument("--bundle", help="a bundle folder (instead of --model/--version)")
             q.add_argument("--refit-calibration", action="store_true", help="refit temperatures on validation")
-        else:
+        elif name == "promote":
             q.add_argument("--alias", default="production")
     sub.add_parser("models", help="list versions and aliases")
     a = p.parse_args(argv)
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_promote(a)
         elif a.cmd == "models":
             _cmd_models(a)
+        elif a.cmd == "refit-tier":
+            _cmd_refit_tier(a)
     except SharelensError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -51,6 +51,9 @@ class TrainConfig:
     observed_age: bool = field(
         default=True, metadata={"help": "give the tier head the post's age when its counts were snapshotted "
                                 "(right-censoring); serving leaves it unknown"})
+    tier_refit_epochs: int = field(
+        default=60, metadata={"help": "after fine-tuning, refit the tier head alone on the frozen encoder for up to "
+                              "this many epochs, keeping the best validation epoch (training/tier_refit.py); 0: off"})
     motive_oversample: int = field(
         default=2, metadata={"help": "repeat each motive-annotated post this many times per epoch (they are a "
                              "minority of the tier-labelled posts)"})

@@ -121,6 +121,7 @@ def _tier_variants(pred: Predictor, texts: list[str], posts: list[Post], ages: l
     """Calibrated tier distributions for every row of the tier table that this set can inform:
     a field no post carries has no "without" row (it would equal the full row)."""
     coverage = _context_coverage(posts)
+    pooled = pred.pooled(texts)  # the text is encoded once; only the heads see each variant
     out: dict[str, np.ndarray] = {}
     for name, (removed, with_age) in TIER_VARIANTS.items():
         if pred.features is None and name != "model":
@@ -131,8 +132,7 @@ def _tier_variants(pred: Predictor, texts: list[str], posts: list[Post], ages: l
             continue
         variant = [Post(p.text, p.context.without(*removed)) for p in posts]
         ids = pred.context_ids(variant, ages if with_age else None)
-        raw, _ = pred.logits(texts, context_ids=ids)
-        out[name] = pred.probabilities(raw)[1]
+        out[name] = pred.probabilities(pred.head_logits(pooled, ids))[1]
     return out
 
 
@@ -156,6 +156,7 @@ def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
             if name in baselines and "motive" in baselines[name]:
                 res[name] = motive_metrics(y, baselines[name]["motive"].predict_proba(sub))
         res["calibration"] = _calibration(y, mp[m_idx], m_raw[m_idx])
+        res["confident_errors"] = confident_errors([str(rows[i].get("post_id", i)) for i in m_idx], y, mp[m_idx])
         out["motive"] = res
     t_idx = [i for i, r in enumerate(rows) if r.get("tier")]
     if t_idx:
@@ -170,6 +171,19 @@ def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
         res["calibration"] = _calibration(y, tp[t_idx], t_raw[t_idx])
         res["observed_age_days"] = _quantiles([a for a in ages if a is not None])
         out["tier"] = res
+    return out
+
+
+def confident_errors(ids: list[str], y: np.ndarray, probs: np.ndarray, k: int = 10) -> dict[str, list[dict]]:
+    """Per true motive, the k wrong predictions the model was surest of (post id, what it said, how
+    sure): where to read to see what the model confuses."""
+    pred = probs.argmax(1)
+    out: dict[str, list[dict]] = {}
+    for m, name in enumerate(MOTIVES):
+        wrong = np.flatnonzero((y == m) & (pred != m))
+        wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:k]
+        out[name] = [{"post_id": ids[i], "predicted": MOTIVES[int(pred[i])],
+                      "confidence": round(float(probs[i, pred[i]]), 4)} for i in wrong]
     return out
 
 

@@ -67,6 +67,14 @@ def write_report(doc: dict, out_dir: Path, tag: str = "") -> Path:
                 lines.append(f"| {mot} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | {r['support']} |")
             lines += ["", f"ECE before scaling {m['calibration']['ece_before']:.3f}, after "
                       f"{m['calibration']['ece_after']:.3f}", ""]
+            errors = m.get("confident_errors", {})
+            if any(errors.values()):
+                lines += ["Most confident errors per true motive (post id → predicted, confidence):", ""]
+                for mot, rows in errors.items():
+                    if rows:
+                        lines.append(f"- {mot}: " + ", ".join(
+                            f"`{r['post_id']}` → {r['predicted']} {r['confidence']:.2f}" for r in rows))
+                lines.append("")
             _confusion_png(m["model"]["confusion"], MOTIVES, f"{name}: motive", out_dir / f"confusion-motive-{name}{tag}.png")
             _reliability_png(m["calibration"], f"{name}: motive", out_dir / f"reliability-motive-{name}{tag}.png")
             lines += [f"![](confusion-motive-{name}{tag}.png) ![](reliability-motive-{name}{tag}.png)", ""]

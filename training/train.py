@@ -213,6 +213,15 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     if not trainer.is_world_process_zero():
         return run_dir
 
+    refit = None
+    if features is not None and cfg.tier_refit_epochs:
+        from training.tier_refit import refit_tier_head
+
+        refit = refit_tier_head(trainer.model, tokenizer, features, load_corpus(resolve_path(cfg.data_dir)),
+                                cfg.train_splits, cfg.validation_split, cfg.max_length, cfg.observed_age,
+                                max_epochs=cfg.tier_refit_epochs, seed=cfg.seed)
+        print(f"Tier head refit on the frozen encoder: validation QWK {refit.validation_qwk_before:.3f} -> "
+              f"{refit.validation_qwk_after:.3f} (epoch {refit.epochs})")
     version = registry.next_version(cfg.name)
     best_ckpt = trainer.state.best_model_checkpoint
     ckpts = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -238,6 +247,7 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
         "best_metric": trainer.state.best_metric,
         "validation_history": history,
         "context": {"channels": len(features.channels), "observed_age": cfg.observed_age} if features else None,
+        "tier_refit": refit.to_dict() if refit is not None else None,
     }
     bundle = save_bundle(models_dir / cfg.name / version, trainer.model, tokenizer, meta,
                          yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last,

@@ -7,6 +7,7 @@ import pytest
 from transformers import TrainerCallback
 
 from sharelens.bundle import verify_bundle
+from sharelens.labels import MOTIVES
 from sharelens.registry import Registry
 from training.config import TrainConfig
 from training.corpus import sources as src
@@ -35,7 +36,14 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     for head in ("motive", "tier"):
         for who in ("model", "tfidf_logreg", "majority"):
             assert 0.0 <= test[head][who]["accuracy"] <= 1.0
-    assert {"ood_cctv", "ood_ced"} <= set(metrics["sets"])
+    assert {"ood_cctv", "ood_ced", "ordinary_test"} <= set(metrics["sets"])
+    # the context-aware tier: the bundle carries its context features, the table its rows, the refit its record
+    assert (bundle / "context.json").is_file() and info.meta["context"]["channels"] > 10
+    for row in ("model, text only", "model without channel", "context_logreg", "tfidf_context_logreg"):
+        assert 0.0 <= test["tier"][row]["macro_f1"] <= 1.0, row
+    refit = info.meta["tier_refit"]
+    assert refit["validation_qwk_after"] >= refit["validation_qwk_before"] and refit["train_posts"] > 1000
+    assert test["motive"]["confident_errors"].keys() == set(MOTIVES)
     assert (bundle / "eval" / "report.md").exists() and list((bundle / "eval").glob("*.png"))
     assert Registry(tmp_path).resolve(cfg.name, "latest")[1] == bundle
     assert not (tmp_path / cfg.name / "_runs").exists() or not any((tmp_path / cfg.name / "_runs").iterdir())

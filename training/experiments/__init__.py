@@ -1,0 +1,1 @@
+"""Quick ablations that chose settings on the validation split (see training/EXPERIMENTS.md)."""
