@@ -85,8 +85,11 @@ def training_sets(cfg: TrainConfig, tokenizer, features: ContextFeatures | None 
         def ctx(row: dict) -> dict:
             return {"context_ids": record_context_ids(features, row, cfg.observed_age)}
 
+        def ctx_as_served(row: dict) -> dict:  # model selection sees what the API will see: no observed age
+            return {"context_ids": record_context_ids(features, row, with_age=False)}
+
         train = train.map(ctx, desc="context train")
-        validation = validation.map(ctx, desc="context validation")
+        validation = validation.map(ctx_as_served, desc="context validation")
     train = train.remove_columns([c for c in train.column_names if c not in keep])
     validation = validation.remove_columns([c for c in validation.column_names if c not in keep])
     return train, validation
