@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pp.add_argument("--models-dir")
     ctx = pp.add_argument_group("context (optional; for the engagement tier)")
     ctx.add_argument("--channel", help="Weibo feed/section, e.g. 明星 (GET /models lists the known ones)")
-    ctx.add_argument("--vip", help="account membership flag: true or false")
+    ctx.add_argument("--vip", help="the account's Weibo V+ flag (paid fan subscription; `isVip` in feed crawls): true or false")
     ctx.add_argument("--verified", help="account verified: true or false")
     ctx.add_argument("--followers", type=int, help="the account's follower count")
     ctx.add_argument("--posted-at", help="ISO 8601 date or date-time (China time if no zone)")

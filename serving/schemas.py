@@ -34,8 +34,9 @@ class ContextIn(BaseModel):
                                 "(热门, 榜单, 社会, 财经, 明星, …). The served model knows the channels of its training "
                                 "data (GET /models lists them); another channel is treated as unknown and the "
                                 "result says so.", examples=["明星"])
-    vip: bool | None = Field(None, description="The account's Weibo membership flag (会员; `isVip` in feed "
-                             "crawls).", examples=[True])
+    vip: bool | None = Field(None, description="The account's Weibo V+ flag (`v_plus`: the blogger offers a paid fan "
+                             "subscription; `isVip` in feed crawls; not 会员 membership, not verification).",
+                             examples=[True])
     verified: bool | None = Field(None, description="Whether the account is verified (认证).", examples=[False])
     followers: int | None = Field(None, ge=0, description="The account's follower count.", examples=[175])
     posted_at: str | None = Field(None, max_length=64, description="When the post is (or was) published, ISO 8601: "
