@@ -117,11 +117,11 @@ def _context_coverage(posts: list[Post]) -> dict[str, int]:
     return {f: sum(getattr(p.context, f) is not None for p in posts) for f in Context.field_names()}
 
 
-def _tier_variants(pred: Predictor, texts: list[str], posts: list[Post], ages: list[float | None]) -> dict:
+def _tier_variants(pred: Predictor, pooled: np.ndarray, posts: list[Post], ages: list[float | None]) -> dict:
     """Calibrated tier distributions for every row of the tier table that this set can inform:
-    a field no post carries has no "without" row (it would equal the full row)."""
+    a field no post carries has no "without" row (it would equal the full row). `pooled`: the
+    posts' encoded texts; only the heads run once per variant."""
     coverage = _context_coverage(posts)
-    pooled = pred.pooled(texts)  # the text is encoded once; only the heads see each variant
     out: dict[str, np.ndarray] = {}
     for name, (removed, with_age) in TIER_VARIANTS.items():
         if pred.features is None and name != "model":
@@ -139,7 +139,9 @@ def _tier_variants(pred: Predictor, texts: list[str], posts: list[Post], ages: l
 def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
     posts = posts_of(rows)
     texts = [normalise_text(p.text) for p in posts]
-    raw, counts = pred.logits(texts, context_ids=pred.context_ids(posts))
+    pooled = pred.pooled(texts)  # each text is encoded once for every row of both tables
+    raw = pred.head_logits(pooled, pred.context_ids(posts))
+    counts = pred.tokenize(texts)[1] if texts else []
     mp, tp = pred.probabilities(raw)
     out: dict = {"posts": len(rows), "truncated_posts": int(sum(c > pred.max_length for c in counts)),
                  "domains": dict(sorted(Counter(str(r.get("domain", "")) for r in rows).items())),
@@ -163,7 +165,7 @@ def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
         y = np.array([TIERS.index(rows[i]["tier"]) for i in t_idx])
         sub = [posts[i] for i in t_idx]
         ages = [observed_age_days(rows[i].get("posted_at"), rows[i].get("observed_at")) for i in t_idx]
-        variants = _tier_variants(pred, [texts[i] for i in t_idx], sub, ages)
+        variants = _tier_variants(pred, pooled[t_idx], sub, ages)
         res = {name: tier_metrics(y, p) for name, p in variants.items()}
         for name in TIER_BASELINES:
             if name in baselines and "tier" in baselines[name]:
