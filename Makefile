@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup data encoder train eval promote models serve predict bench quantize loadtest test test-slow lint clean
+.PHONY: help setup data encoder train eval refit promote models serve predict bench quantize loadtest test test-slow lint clean
 
 help: ## list every target
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ train: $(CORPUS) $(ENCODER_ZH) ## train a new model version (PROFILE=default|fas
 
 eval: $(CORPUS) ## evaluate a version vs baselines (MODEL=, VERSION=, DATA=file.jsonl)
 	$(PY) -m training.cli eval --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(if $(DATA),--data $(DATA))
+
+refit: $(CORPUS) ## a new version whose heads are refit on a version's frozen encoder (VERSION=…, HEADS="motive tier")
+	$(PY) -m training.cli refit --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(if $(HEADS),--heads $(HEADS))
 
 promote: $(STAMP) ## move an alias to a version: make promote VERSION=v0001-20261123 [ALIAS=production]
 	$(PY) -m training.cli promote --model $(MODEL) $(if $(VERSION),--version $(VERSION)) --alias $(ALIAS)

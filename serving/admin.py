@@ -12,15 +12,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from serving import parsing
-from serving.routes import get_store
+from serving.routes import get_settings, get_store
 from serving.schemas import AliasRequest, ErrorBody, ModelRef, ReloadResponse
+from serving.settings import Settings
 from serving.store import ModelStore, Swap
 
 ADMIN_BODY_LIMIT = 4096
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 413, 415, 422)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 408, 409, 413, 415, 422)}
 _ALIAS_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": AliasRequest.model_json_schema()}}}}
 
@@ -38,6 +39,7 @@ async def reload(store: Annotated[ModelStore, Depends(get_store)]) -> ReloadResp
 
 @router.post("/aliases", response_model=ReloadResponse, responses=_ERRORS, openapi_extra=_ALIAS_BODY,
              summary="Move an alias to a version (refused if that version cannot be loaded), then reload")
-async def set_alias(request: Request, store: Annotated[ModelStore, Depends(get_store)]) -> ReloadResponse:
-    body = await parsing.parse_body(request, AliasRequest, ADMIN_BODY_LIMIT)
+async def set_alias(request: Request, store: Annotated[ModelStore, Depends(get_store)],
+                    settings: Annotated[Settings, Depends(get_settings)]) -> ReloadResponse:
+    body = await parsing.parse_body(request, AliasRequest, ADMIN_BODY_LIMIT, settings.body_timeout_s)
     return _answer(store, await run_in_threadpool(store.promote, body.alias, body.version), alias=body.alias)

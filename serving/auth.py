@@ -10,12 +10,17 @@ added later would stay open. Here the rule is one allow-list:
 - everything else: the key when one is configured (none: open, for local use).
 
 Unknown paths need the key too, so a scan learns nothing about which routes exist. CORS
-preflights are answered by the CORS middleware outside this one, before any key is asked for."""
+preflights are answered by the CORS middleware outside this one, before any key is asked for.
+
+Paths are matched as the router matches them: relative to the root path. Behind a proxy that
+mounts the API under /api (`uvicorn --root-path /api`), `scope["path"]` is /api/admin/reload
+while the router still routes it to /admin/reload; matching the full path left /admin open."""
 
 from __future__ import annotations
 
 import hmac
 
+from starlette._utils import get_route_path  # the router's own: the guard and the routes cannot disagree
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -56,7 +61,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            refused = check(str(scope.get("path", "")), Headers(scope=scope), self.api_key)
+            refused = check(get_route_path(scope), Headers(scope=scope), self.api_key)
             if refused is not None:
                 if self.metrics is not None:
                     self.metrics.errors.labels(code=refused.code).inc()

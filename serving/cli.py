@@ -17,7 +17,9 @@ import os
 import sys
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
+from serving import errors
 from serving.schemas import PredictResponse, PredictResult
 from serving.settings import Settings
 from sharelens.errors import SharelensError
@@ -89,14 +91,14 @@ def _flag(value: str | None, name: str) -> bool | None:
         return True
     if value.lower() in ("0", "false", "no"):
         return False
-    raise SharelensError("E405", f"--{name} takes true or false, not {value!r}")
+    raise SharelensError("E441", errors.CLI_BOOLEAN.format(name=name, value=repr(value)))
 
 
 def _context_arguments(args: argparse.Namespace) -> dict | None:
     """The context options as the API's `context` object (None when none is given); checked by
     the same code as the API's."""
     if (args.history_posts is None) != (args.history_median is None):
-        raise SharelensError("E405", "--history-posts and --history-median go together")
+        raise SharelensError("E442", errors.CLI_HISTORY_PAIR)
     ctx = {"channel": args.channel, "vip": _flag(args.vip, "vip"), "verified": _flag(args.verified, "verified"),
            "followers": args.followers, "posted_at": args.posted_at,
            "author_history": None if args.history_posts is None else
@@ -115,17 +117,41 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[f"SHARELENS_{key}"] = str(value)
     settings = Settings()
     _exit_quietly_after_drain()
-    uvicorn.run("serving.main:app_factory", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, proxy_headers=False,
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    uvicorn.run(APP, **uvicorn_options(settings))
     return 0
+
+
+APP = "serving.main:app_factory"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `serve` runs uvicorn (tests build a `uvicorn.Config` from these without starting it).
+
+    Its defaults bound nothing: any number of connections, request heads of any size with
+    httptools (1 MiB went through), and 30 s + 30 s to stop. Here:
+    - http="h11": h11_max_incomplete_event_size is h11's; httptools, which uvicorn picks when it is
+      installed, has no limit on the request head. Measured (2026-11-30, int8 lean, 200 sequential
+      single-post /predict requests, twice each, alternating): h11 p50 28.0 / 26.9 ms, httptools
+      27.4 / 26.5 ms: the parser is not what a request costs here;
+    - limit_concurrency: beyond it uvicorn answers 503 before the app, so a connection flood costs
+      sockets, not model time (the app's own queues answer 429 well below it);
+    - timeout_keep_alive: idle keep-alive connections close. uvicorn has no timer for a request
+      head still arriving: the header cap and limit_concurrency bound that, and the body has its
+      own timeout (SHARELENS_BODY_TIMEOUT_S, serving.parsing);
+    - timeout_graceful_shutdown: the whole shutdown budget; the drain after it gets what is left
+      (serving.shutdown), so SIGTERM to exit stays within SHARELENS_SHUTDOWN_TIMEOUT_S."""
+    return {"factory": True, "host": settings.host, "port": settings.port, "workers": settings.workers,
+            "proxy_headers": False, "http": "h11", "h11_max_incomplete_event_size": settings.max_header_bytes,
+            "limit_concurrency": settings.max_connections, "timeout_keep_alive": settings.keep_alive_timeout_s,
+            "timeout_graceful_shutdown": settings.shutdown_timeout_s}
 
 
 def _exit_quietly_after_drain() -> None:
     """SIGTERM / SIGINT end the server with status 0 once it has drained.
 
     uvicorn catches the signal, stops accepting, lets in-flight requests finish (at most
-    shutdown_timeout_s) and runs the lifespan shutdown (the batcher drains); then it re-raises the
+    shutdown_timeout_s) and runs the lifespan shutdown (the batcher drains in what is left of
+    that budget, see serving.shutdown); then it re-raises the
     signal to the handler that was installed before it started. With the default handler that
     kills the process (status -15), so an orchestrator, or a test, cannot tell a clean stop from
     a crash. These handlers make the re-raised signal a no-op: `main` returns 0."""

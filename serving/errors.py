@@ -1,12 +1,19 @@
-"""Every error the API can answer, with its fixed wording, and the handlers that render them.
+"""Every error code of serving/ and sharelens/, in one catalog, and the handlers that render them.
 
-Clients (and tests) match on these strings, so they are module constants, never built ad hoc.
-Every response body is `{"detail": "<one sentence>"}`: no pydantic error lists, no stack traces.
-`ApiError` is a `SharelensError`, so the CLI prints the same `Error E4xx: ...` line."""
+One code per failure, and one place that says what each code means: `CATALOG` below. The API
+takes an error's status and wording from it (the factories), the README's error table is
+rendered from it (`python -m serving.errors` prints it), and tests check that every code the
+source raises, answers or prints is in it exactly once and that the README shows it.
+
+Every error response body is `{"detail": "<one sentence>", "code": "E4xx"}`: no pydantic error
+lists, no stack traces. Clients match on `code`; `detail` is for people and may name the field.
+The detail strings are module constants, never built ad hoc. `ApiError` is a `SharelensError`,
+so the CLI prints the same `Error E4xx: ...` line."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,14 +30,19 @@ EMPTY_BATCH = "texts must contain at least one text"
 TEXT_XOR_TEXTS = "exactly one of 'text', 'texts' or 'posts' must be given"
 CONTEXT_NEEDS_TEXT = "'context' goes with 'text'; for a batch give 'posts' with a context each"
 UNKNOWN_CONTEXT_FIELD = "unknown context field '{field}'; known fields: {known}"
-BAD_CONTEXT = "field '{field}': {reason}"
-INVALID_UNICODE = "text contains invalid Unicode (a lone surrogate)"
+BAD_CONTEXT = "field '{field}' is not usable: {reason}"
+INVALID_UNICODE = "field '{field}' contains invalid Unicode (a lone surrogate)"
 INVALID_JSON = "request body is not valid JSON"
 INVALID_UTF8 = "request body is not valid UTF-8"
+NUMBER_TOO_LONG = "request body has a number of more than {max} digits"
 BODY_TOO_LARGE = "request body exceeds {max} bytes"
+BODY_TIMEOUT = "request body not received within {seconds} s"
+HEADERS_TOO_LARGE = "request headers exceed {max} bytes"
+CORS_REFUSED = "CORS preflight refused: {what} not allowed"
 NOT_AN_OBJECT = "request body must be a JSON object"
 UNSUPPORTED_MEDIA_TYPE = "content type must be application/json"
 FIELD_TYPE = "field '{field}' must be {expected}"
+FIELD_INVALID = "field '{field}': {reason}"
 UNKNOWN_FIELD = "unknown field '{field}'"
 UNKNOWN_MOTIVE = "unknown explain_motive: {value}"
 UNKNOWN_MODEL = "unknown model version or alias: {ref}"
@@ -43,24 +55,135 @@ SHUTTING_DOWN = "server is shutting down"
 ADMIN_DISABLED = "admin endpoints are disabled: set SHARELENS_API_KEY"
 INVALID_ALIAS = "invalid alias: {alias}"
 RELOAD_REFUSED = "reload refused: {version} could not be loaded ({code}: {reason}); the current model keeps serving"
+NOT_FOUND = "not found"
+METHOD_NOT_ALLOWED = "method not allowed"
+HTTP_ERROR = "request refused: {reason}"
+CLI_BOOLEAN = "--{name} takes true or false, not {value}"
+CLI_HISTORY_PAIR = "--history-posts and --history-median go together"
 
-# Why a bundle could not be served, by sharelens error code: a reload answer names the cause
-# without the server's paths (the SharelensError message has them; the log gets it whole).
-RELOAD_REASONS = {
-    "E210": "bundle folder missing",
-    "E211": "bundle incomplete",
-    "E212": "bundle metadata unreadable",
-    "E213": "unsupported bundle format",
-    "E214": "label spec mismatch",
-    "E215": "library version mismatch",
-    "E216": "weights do not match their checksum",
-    "E217": "weights could not be loaded",
-    "E220": "registry.json is not valid JSON",
-    "E221": "model not in the registry",
-    "E222": "no default version in the registry",
-    "E223": "the default alias names an unknown version",
-    "E421": "non-finite output on the warm-up text",
-}
+Kind = Literal["api", "library", "cli"]
+
+
+@dataclass(frozen=True)
+class Code:
+    """One failure. api: answered by the HTTP API with `status`, `detail` the template of its
+    sentence. library: raised by sharelens (or the model store) as a SharelensError, shown by the
+    CLI and named in a 409 reload refusal, `detail` the short reason that refusal gives. cli: a
+    command-line tool's own `Error E4xx: ...` line (exit status 2), `detail` its template."""
+
+    code: str
+    status: int | None
+    detail: str
+    meaning: str
+    kind: Kind = "api"
+
+
+def _lib(code: str, reason: str, meaning: str) -> Code:
+    return Code(code, None, reason, meaning, "library")
+
+
+def _cli(code: str, detail: str, meaning: str) -> Code:
+    return Code(code, None, detail, meaning, "cli")
+
+
+# Sorted by code. A tuple, not a dict literal: a repeated code would silently replace the first.
+CATALOG: tuple[Code, ...] = (
+    _lib("E210", "bundle folder missing", "the version's bundle folder does not exist"),
+    _lib("E211", "bundle incomplete", "a required bundle file is missing (interrupted or damaged save)"),
+    _lib("E212", "bundle metadata unreadable", "bundle.json or labels.json is not UTF-8 JSON objects"),
+    _lib("E213", "unsupported bundle format", "the bundle was written by another bundle format"),
+    _lib("E214", "label spec mismatch", "the bundle was trained for other labels than this sharelens"),
+    _lib("E215", "library version mismatch", "the bundle was saved with another major torch/transformers"),
+    _lib("E216", "weights do not match their checksum", "model.safetensors differs from its recorded sha256"),
+    _lib("E217", "weights could not be loaded", "config.json or the weights could not be loaded into the network"),
+    _lib("E218", "bundle folder exists", "training would overwrite a bundle; versions are never overwritten"),
+    _lib("E219", "bundle cannot run on the lean runtime", "the architecture needs SHARELENS_RUNTIME=transformers"),
+    _lib("E220", "registry.json is not valid JSON", "models/registry.json does not parse; restore or repair it"),
+    _lib("E221", "model not in the registry", "no model of that name is registered"),
+    _lib("E222", "no default version in the registry", "the model has neither a production nor a latest alias"),
+    _lib("E223", "the default alias names an unknown version", "a version or alias is not in the registry"),
+    _lib("E224", "version already registered", "versions are never reused"),
+    _lib("E225", "invalid alias", "an alias must be lowercase letters, digits, - or _ (and not a version)"),
+    _lib("E226", "invalid model name", "a model name must be lowercase letters, digits, - or _"),
+    _lib("E227", "invalid model version", "a version must be v<NNNN>-<YYYYMMDD>"),
+    _lib("E228", "registry.json is not valid UTF-8", "models/registry.json has bytes that are not UTF-8"),
+    _lib("E229", "registry.json has the wrong shape",
+         "models/registry.json parses but is not {models: {name: {versions: [...], aliases: {...}}}}"),
+    _lib("E230", "invalid context value", "a context field has a value sharelens cannot use"),
+    _lib("E231", "unknown context field", "a context mapping has a field sharelens does not know"),
+    _lib("E240", "unsupported inference backend", "a backend other than fp32 or int8 was asked for"),
+    _lib("E241", "no int8 export", "SHARELENS_BACKEND=int8 but the bundle has no int8 export: `make quantize`"),
+    _lib("E242", "int8 weights do not match their checksum", "the int8 export is corrupt or altered"),
+    _lib("E243", "int8 export made from other weights", "the int8 export is stale: `make quantize` again"),
+    _lib("E244", "int8 export does not match the network",
+         "the int8 export's layers or shapes differ from the bundle's network: `make quantize` again"),
+    _lib("E245", "quantisation calibration incomplete", "the calibration texts never reached a layer to quantise"),
+    _lib("E246", "nothing to quantise", "the network has no encoder Linear layers"),
+    _lib("E247", "unexpected quantisation scheme", "torch quantised a layer with another scheme than expected"),
+    _lib("E248", "int8 manifest unreadable", "int8/manifest.json does not parse or has another format: "
+         "`make quantize` again"),
+    _lib("E249", "int8 export could not be loaded", "the int8 weights could not be read (truncated or damaged): "
+         "`make quantize` again"),
+    _lib("E250", "calibration.json unreadable",
+         "calibration.json is not a JSON object of finite temperatures above 0: `make eval` again, or delete it"),
+    _lib("E251", "context features unreadable", "the bundle's context.json is unreadable or does not match "
+         "this sharelens: retrain the bundle"),
+    _lib("E252", "unknown runtime", "a runtime other than auto, lean or transformers was asked for"),
+    _lib("E253", "int8 off the CPU", "the int8 backend runs on the CPU only; use fp32 on an accelerator"),
+    Code("E401", 422, EMPTY_TEXT, "a text is empty, whitespace or zero-width characters only"),
+    Code("E402", 413, TEXT_TOO_LONG, "a text is longer than SHARELENS_MAX_TEXT_CHARS characters"),
+    Code("E403", 413, BATCH_TOO_LARGE, "more texts or posts than SHARELENS_MAX_BATCH"),
+    Code("E404", 422, TEXT_XOR_TEXTS, "none, or more than one, of text, texts and posts"),
+    Code("E405", 422, FIELD_TYPE, "a field has the wrong JSON type"),
+    Code("E406", 400, INVALID_JSON, "the body (or an empty body) does not parse as JSON"),
+    Code("E407", 400, INVALID_UTF8, "the body's bytes are not UTF-8"),
+    Code("E408", 413, BODY_TOO_LARGE, "the body is larger than SHARELENS_MAX_BODY_BYTES (or 4096 for admin)"),
+    Code("E409", 404, UNKNOWN_MODEL, "`model` (or an alias move's version) names no registered version or alias"),
+    Code("E410", 422, UNKNOWN_MOTIVE, "explain_motive is not one of the ten motives"),
+    Code("E411", 415, UNSUPPORTED_MEDIA_TYPE,
+         "a POST body without Content-Type application/json (or +json); a missing one too, so that a "
+         "cross-site form or no-cors request cannot run the model"),
+    Code("E412", 401, UNAUTHORIZED, "SHARELENS_API_KEY is set and X-API-Key / Bearer is missing or wrong"),
+    Code("E414", 413, EXPLAIN_BATCH_TOO_LARGE, "explain asked for more texts than SHARELENS_MAX_EXPLAIN_BATCH"),
+    Code("E415", 403, ADMIN_DISABLED, "an /admin endpoint while no API key is configured"),
+    Code("E416", 429, OVERLOADED, "the predict or explain queue is full; retry after Retry-After seconds"),
+    Code("E417", 409, RELOAD_REFUSED,
+         "reload or alias move refused: the named library code says why; the old model keeps serving"),
+    Code("E418", 422, INVALID_ALIAS, "an alias must be lowercase letters, digits, - or _ (and not a version)"),
+    Code("E419", 503, SHUTTING_DOWN, "the server is stopping: no new work, and explanations stop between posts"),
+    Code("E420", 503, MODEL_UNAVAILABLE,
+         "the model (or registry.json) cannot be read or loaded; the server log has the library error"),
+    _lib("E421", "non-finite output on the warm-up text", "the loaded model gives NaN or infinite probabilities"),
+    Code("E422", 422, UNKNOWN_CONTEXT_FIELD, "context (or author_history) has a field the API does not know"),
+    Code("E423", 422, BAD_CONTEXT, "a context value cannot be used (e.g. posted_at is not ISO 8601)"),
+    Code("E424", 422, NOT_AN_OBJECT, "the body is JSON but not an object"),
+    Code("E425", 422, EMPTY_BATCH, "texts or posts is an empty list"),
+    Code("E426", 422, CONTEXT_NEEDS_TEXT, "context was given with texts or posts instead of text"),
+    Code("E427", 422, UNKNOWN_FIELD, "the body has a field the endpoint does not know"),
+    Code("E428", 422, FIELD_INVALID, "a field is missing or its value is out of range"),
+    Code("E429", 422, INVALID_UNICODE,
+         "a string (or key) of the body holds an escaped lone surrogate such as \\ud800: valid JSON, "
+         "not valid Unicode"),
+    _cli("E430", "no posts at {path}; run `make data`", "bench / loadtest: the posts file does not exist"),
+    _cli("E431", "--configs takes distinct backend[:runtime] entries", "bench: --configs is malformed"),
+    _cli("E432", "the load generator `wrk` is not installed", "loadtest: install wrk"),
+    _cli("E433", "--clients and --duration must be at least 1", "loadtest: bad arguments"),
+    _cli("E434", "the server did not become ready: {reason}", "loadtest: the server it started never got ready"),
+    Code("E435", 400, NUMBER_TOO_LONG, "an integer of the body has more digits than Python converts"),
+    Code("E436", 503, NOT_READY, "/readyz before the default model finished loading"),
+    Code("E437", 404, NOT_FOUND, "no endpoint (or static file) at this path"),
+    Code("E438", 405, METHOD_NOT_ALLOWED, "the endpoint exists but not for this method"),
+    Code("E439", 400, HTTP_ERROR, "any other error the web framework raises itself (its own status)"),
+    Code("E440", 408, BODY_TIMEOUT, "the body did not arrive within SHARELENS_BODY_TIMEOUT_S"),
+    _cli("E441", CLI_BOOLEAN, "sharelens-serve predict: a true/false option got another value"),
+    _cli("E442", CLI_HISTORY_PAIR, "sharelens-serve predict: only one of the two author-history options"),
+    _cli("E443", "no usable posts in {path}", "loadtest: the posts file has no post it can send"),
+    Code("E444", 431, HEADERS_TOO_LARGE, "path, query and headers together exceed SHARELENS_MAX_HEADER_BYTES"),
+    Code("E445", 400, CORS_REFUSED, "a browser's preflight from an origin (or with a method or header) not in "
+         "SHARELENS_CORS_ORIGINS and the allowed lists"),
+    Code("E500", 500, INTERNAL, "a bug: the server log has the trace"),
+)
+CATALOG_BY_CODE: dict[str, Code] = {c.code: c for c in CATALOG}
 
 # What a JSON value of the wrong type should have been, by pydantic error type.
 _EXPECTED = {
@@ -70,6 +193,25 @@ _EXPECTED = {
     "int_type": "an integer",
     "dict_type": "an object",
 }
+
+
+def catalog_markdown() -> str:
+    """The README's error table (regenerate with `python -m serving.errors`)."""
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    rows = ["| code | HTTP | where | detail | meaning |", "|---|---|---|---|---|"]
+    for c in CATALOG:
+        status = str(c.status) if c.status is not None else ""
+        rows.append(f"| `{c.code}` | {status} | {c.kind} | {cell(c.detail)} | {cell(c.meaning)} |")
+    return "\n".join(rows)
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """An echoed client value: cut to `limit` characters, and never a lone surrogate (the body
+    check refuses those first; were one to get here, encoding the answer would raise, a 500)."""
+    shown = value if len(value) <= limit else value[:limit] + "…"
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ApiError(SharelensError):
@@ -82,100 +224,146 @@ class ApiError(SharelensError):
         self.headers = headers
 
 
-# status, code per failure: one table, so the API, the CLI and the docs cannot disagree.
+def _api(code: str, /, headers: dict[str, str] | None = None, **fields: Any) -> ApiError:
+    """The error of `code`, status and wording from the catalog."""
+    entry = CATALOG_BY_CODE[code]
+    assert entry.status is not None, code
+    return ApiError(entry.status, code, entry.detail.format(**fields), headers)
+
+
 def empty_text() -> ApiError:
-    return ApiError(422, "E401", EMPTY_TEXT)
+    return _api("E401")
 
 
 def text_too_long(limit: int) -> ApiError:
-    return ApiError(413, "E402", TEXT_TOO_LONG.format(max=limit))
+    return _api("E402", max=limit)
 
 
 def batch_too_large(limit: int) -> ApiError:
-    return ApiError(413, "E403", BATCH_TOO_LARGE.format(max=limit))
+    return _api("E403", max=limit)
+
+
+def text_xor_texts() -> ApiError:
+    return _api("E404")
 
 
 def explain_batch_too_large(limit: int) -> ApiError:
-    return ApiError(413, "E414", EXPLAIN_BATCH_TOO_LARGE.format(max=limit))
+    return _api("E414", max=limit)
 
 
-def bad_shape(detail: str) -> ApiError:
-    """Both or neither of text/texts, an empty list, a body that is not an object."""
-    return ApiError(422, "E404", detail)
+def not_an_object() -> ApiError:
+    return _api("E424")
 
 
-def bad_field(detail: str) -> ApiError:
-    return ApiError(422, "E405", detail)
+def empty_batch() -> ApiError:
+    return _api("E425")
+
+
+def context_needs_text() -> ApiError:
+    return _api("E426")
 
 
 def unknown_context_field(field: str, known: tuple[str, ...]) -> ApiError:
-    shown = field if len(field) <= 40 else field[:40] + "…"
-    return ApiError(422, "E422", UNKNOWN_CONTEXT_FIELD.format(field=shown, known=", ".join(known)))
+    return _api("E422", field=_shown(field, 40), known=", ".join(known))
 
 
 def bad_context(field: str, reason: str) -> ApiError:
-    return ApiError(422, "E423", BAD_CONTEXT.format(field=field, reason=reason))
+    return _api("E423", field=_shown(field), reason=_shown(reason, 200))
 
 
 def invalid_json() -> ApiError:
-    return ApiError(400, "E406", INVALID_JSON)
+    return _api("E406")
 
 
 def invalid_utf8() -> ApiError:
-    return ApiError(400, "E407", INVALID_UTF8)
+    return _api("E407")
 
 
-def invalid_unicode() -> ApiError:
-    return ApiError(422, "E407", INVALID_UNICODE)
+def invalid_unicode(field: str) -> ApiError:
+    return _api("E429", field=_shown(field))
+
+
+def number_too_long(digits: int) -> ApiError:
+    return _api("E435", max=digits)
 
 
 def body_too_large(limit: int) -> ApiError:
-    return ApiError(413, "E408", BODY_TOO_LARGE.format(max=limit))
+    return _api("E408", max=limit)
+
+
+def body_timeout(seconds: float) -> ApiError:
+    return _api("E440", seconds=f"{seconds:g}")
+
+
+def headers_too_large(limit: int) -> ApiError:
+    return _api("E444", max=limit)
+
+
+def cors_refused(what: str) -> ApiError:
+    return _api("E445", what=_shown(what))
 
 
 def unknown_model(ref: str) -> ApiError:
-    shown = ref if len(ref) <= 80 else ref[:80] + "…"
-    return ApiError(404, "E409", UNKNOWN_MODEL.format(ref=shown))
+    return _api("E409", ref=_shown(ref))
 
 
 def unknown_motive(value: str) -> ApiError:
-    shown = value if len(value) <= 80 else value[:80] + "…"
-    return ApiError(422, "E410", UNKNOWN_MOTIVE.format(value=shown))
+    return _api("E410", value=_shown(value))
 
 
 def unsupported_media_type() -> ApiError:
-    return ApiError(415, "E411", UNSUPPORTED_MEDIA_TYPE)
+    return _api("E411")
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, "E412", UNAUTHORIZED)
+    return _api("E412")
 
 
 def model_unavailable() -> ApiError:
-    return ApiError(503, "E420", MODEL_UNAVAILABLE)
+    return _api("E420")
+
+
+def not_ready() -> ApiError:
+    return _api("E436")
 
 
 def admin_disabled() -> ApiError:
-    return ApiError(403, "E415", ADMIN_DISABLED)
+    return _api("E415")
 
 
 def overloaded(retry_after_s: int) -> ApiError:
-    return ApiError(429, "E416", OVERLOADED, headers={"Retry-After": str(retry_after_s)})
+    return _api("E416", headers={"Retry-After": str(retry_after_s)})
 
 
 def reload_refused(version: str, code: str) -> ApiError:
-    """409: the registry points at something this server will not swap in; the old model stays."""
-    reason = RELOAD_REASONS.get(code, "see the server log")
-    return ApiError(409, "E417", RELOAD_REFUSED.format(version=version, code=code, reason=reason))
+    """409: the registry points at something this server will not swap in; the old model stays.
+    The reason is the catalog's short one, without the server's paths (the SharelensError message
+    has them; the log gets it whole)."""
+    entry = CATALOG_BY_CODE.get(code)
+    reason = entry.detail if entry is not None and entry.kind == "library" else "see the server log"
+    return _api("E417", version=_shown(version), code=code, reason=reason)
 
 
 def invalid_alias(alias: str) -> ApiError:
-    shown = alias if len(alias) <= 80 else alias[:80] + "…"
-    return ApiError(422, "E418", INVALID_ALIAS.format(alias=shown))
+    return _api("E418", alias=_shown(alias))
 
 
 def shutting_down() -> ApiError:
-    return ApiError(503, "E419", SHUTTING_DOWN)
+    return _api("E419")
+
+
+def internal() -> ApiError:
+    return _api("E500")
+
+
+def http_error(status: int, reason: str) -> ApiError:
+    """Starlette's own 404 / 405 (unknown path, wrong method, missing static file), and anything
+    else it raises, with a code like every other answer."""
+    if status == 404:
+        return _api("E437")
+    if status == 405:
+        return _api("E438")
+    return ApiError(status, "E439", HTTP_ERROR.format(reason=_shown(reason)))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -186,24 +374,24 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def format_validation_errors(errors: list[dict[str, Any]]) -> str:
-    """Pydantic's error list -> one concise sentence naming the field (first error wins:
-    one fix at a time reads better than a wall of messages)."""
+def validation_error(errors: list[dict[str, Any]]) -> ApiError:
+    """Pydantic's error list -> one concise error naming the field (first error wins: one fix at
+    a time reads better than a wall of messages), with the code of that kind of failure."""
     if not errors:
-        return "invalid request"
+        return _api("E428", field="body", reason="invalid value")
     err = errors[0]
-    field = _loc(tuple(err.get("loc", ())))
+    field = _shown(_loc(tuple(err.get("loc", ()))))
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        return UNKNOWN_FIELD.format(field=field)
+        return _api("E427", field=field)
     if kind == "json_invalid":
-        return INVALID_JSON
+        return invalid_json()
     if kind in _EXPECTED:
         expected = _EXPECTED[kind]
         if kind == "list_type" and field != "texts":
             expected = "a list"
-        return FIELD_TYPE.format(field=field, expected=expected)
-    return f"field '{field}': {err.get('msg', 'invalid value')}"
+        return _api("E405", field=field, expected=expected)
+    return _api("E428", field=field, reason=_shown(str(err.get("msg", "invalid value")), 200))
 
 
 def _count(request: Request, code: str) -> None:
@@ -217,7 +405,7 @@ def render(exc: ApiError) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers or None)
+    return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=headers or None)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -228,20 +416,21 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = format_validation_errors(list(exc.errors()))
-    status, code = (400, "E406") if detail == INVALID_JSON else (422, "E405")
-    _count(request, code)
-    return JSONResponse({"detail": detail}, status_code=status)
+    return await api_error_handler(request, validation_error(list(exc.errors())))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    _count(request, f"H{exc.status_code}")
-    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    error = http_error(exc.status_code, str(exc.detail))
+    error.headers = dict(getattr(exc, "headers", None) or {}) or None  # e.g. 405's Allow
+    return await api_error_handler(request, error)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+
+
+if __name__ == "__main__":
+    print(catalog_markdown())

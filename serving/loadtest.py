@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     posts = load_posts(a.posts, Settings().max_text_chars, a.n_posts)
     if not posts:
-        print(f"Error E430: no usable posts in {a.posts}", file=sys.stderr)
+        print(f"Error E443: no usable posts in {a.posts}", file=sys.stderr)
         return 2
     wrk_threads = a.wrk_threads or max(1, min(a.clients, 2))
 

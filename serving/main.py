@@ -4,11 +4,12 @@ The default model loads in `lifespan`, in a worker thread: /healthz answers at o
 turns 200 when the model is loaded and warmed (jieba's dictionary for explanations loads right
 after, in the same thread), and a /predict that arrives earlier waits for the
 same load rather than starting a second one. On shutdown (uvicorn has already let in-flight
-requests finish, see `serving.cli`), the batcher answers whatever is still queued before the
-process exits.
+requests finish, see `serving.cli`), explanations still running stop at their next post and the
+batcher answers whatever is still queued, within what is left of the one shutdown budget
+(`serving.shutdown`).
 
 Middleware, outermost first: request metrics, CORS (answers preflights before any key is asked
-for), the catch-all 500 and security headers, the API key."""
+for), the catch-all 500 and security headers, the cap on request heads, the API key."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 import sharelens
@@ -29,9 +29,10 @@ from serving.auth import ApiKeyMiddleware
 from serving.batcher import Batcher
 from serving.explain import set_thread_count
 from serving.metrics import Metrics, RequestMetricsMiddleware
-from serving.middleware import CatchAllMiddleware
+from serving.middleware import CatchAllMiddleware, CorsMiddleware, HeaderLimitMiddleware
 from serving.routes import STATIC, router
 from serving.settings import Settings
+from serving.shutdown import ShutdownBudget, watch_signals
 from serving.store import ModelStore, loader_for
 from sharelens.explain import warm_up as warm_up_words
 
@@ -40,12 +41,15 @@ log = logging.getLogger("sharelens.serving")
 DESCRIPTION = """Why a Chinese Weibo/WeChat post gets shared (ten share motives) and how far it travels
 (engagement tier low / medium / high / viral), with the words that drove each prediction.
 
-Errors always answer `{"detail": "<one sentence>"}`."""
+Errors always answer `{"detail": "<one sentence>", "code": "E4xx"}`: match on `code` (the README lists
+every code), show `detail`."""
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store: ModelStore = app.state.store
+    budget: ShutdownBudget = app.state.shutdown
+    watch_signals(budget)  # the budget's clock starts at SIGTERM, not when the drain below starts
 
     def load() -> None:
         try:
@@ -61,9 +65,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     app.state.loading = loop.run_in_executor(None, load)
     yield
-    settings: Settings = app.state.settings
-    if not await loop.run_in_executor(None, app.state.batcher.close, settings.shutdown_timeout_s):
-        log.error("the batcher did not drain within %ss", settings.shutdown_timeout_s)
+    # uvicorn's graceful period is over: what still runs belongs to requests that finished or were cut.
+    budget.stop()
+    left = budget.remaining()
+    if not await loop.run_in_executor(None, app.state.batcher.close, left):
+        log.error("the batcher did not drain within the %.1f s left of the shutdown budget", left)
 
 
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
                                 workers=settings.resolved_model_threads(),
                                 thread_init=partial(set_thread_count, settings.resolved_torch_threads()))
     app.state.explain_gate = gates["explain"]
+    app.state.shutdown = ShutdownBudget(settings.shutdown_timeout_s)
 
     app.include_router(router)
     app.include_router(admin.router)
@@ -96,9 +103,10 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     # Added inner to outer: the catch-all must sit inside metrics so its 500s are counted.
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, metrics=metrics)
+    app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes, metrics=metrics)
     app.add_middleware(CatchAllMiddleware, metrics=metrics)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CorsMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization", "X-API-Key"])
     known = frozenset([*(str(r.path) for r in (*router.routes, *admin.router.routes)),  # type: ignore[attr-defined]
                        *(u for u in (app.openapi_url, app.docs_url, app.redoc_url) if u)])

@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -97,7 +98,7 @@ def route_label(scope: Scope, known: frozenset[str] = frozenset()) -> str:
     path = getattr(route, "path", None)
     if path:
         return str(path)
-    raw = str(scope.get("path", ""))
+    raw = get_route_path(scope)  # relative to the root path, as the router and the key check see it
     if raw.startswith("/static/"):
         return "/static"
     # Answered before routing (by the API key middleware): still labelled by the route when the

@@ -1,8 +1,12 @@
 """HTTP routes: each one reads its inputs, calls one function and returns its answer.
 
 Dependencies (`get_store`, `get_settings`, ...) read from `app.state`, which `create_app` fills;
-tests swap them with `app.dependency_overrides`. The API key is checked by `serving.auth` for
-every path at once, not here; the admin routes live in `serving.admin`."""
+tests swap them with `app.dependency_overrides`. They, the probes and /metrics are `async def`:
+FastAPI runs a plain `def` in the shared thread pool, and when explanations and model loads hold
+every thread of it, a sync /healthz waited for one, timed out, and the orchestrator restarted a
+server that was merely busy. What blocks (the registry file of /models, model calls) stays in
+threads. The API key is checked by `serving.auth` for every path at once, not here; the admin
+routes live in `serving.admin`."""
 
 from __future__ import annotations
 
@@ -33,34 +37,34 @@ from serving.store import ModelStore
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_explainer(settings: Annotated[Settings, Depends(get_settings)]) -> Explainer:
+async def get_explainer(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Explainer:
     return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k,
-                     threads=settings.resolved_explain_threads())
+                     threads=settings.resolved_explain_threads(), stop=request.app.state.shutdown.stopping)
 
 
-def get_batcher(request: Request) -> Batcher:
+async def get_batcher(request: Request) -> Batcher:
     return request.app.state.batcher
 
 
-def get_explain_gate(request: Request) -> Gate:
+async def get_explain_gate(request: Request) -> Gate:
     return request.app.state.explain_gate
 
 
 router = APIRouter()
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 429, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 408, 413, 415, 422, 429, 503)}
 _PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": PredictRequest.model_json_schema()}}}}
 
@@ -92,18 +96,17 @@ async def predict(request: Request, store: Annotated[ModelStore, Depends(get_sto
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness: the process answers")
-def healthz() -> Health:
+async def healthz() -> Health:
     return Health()
 
 
 @router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorBody}}, tags=["ops"],
             summary="Readiness: the default model is loaded and warmed")
-def readyz(store: Annotated[ModelStore, Depends(get_store)]) -> Ready | JSONResponse:
-    if not store.ready or store.default_version is None:
-        detail = errors.MODEL_UNAVAILABLE if store.load_error else errors.NOT_READY
-        return JSONResponse({"detail": detail}, status_code=503)
-    serving = store.get(None)
-    return Ready(model=ModelRef(name=store.name, version=store.default_version),
+async def readyz(store: Annotated[ModelStore, Depends(get_store)]) -> Ready | JSONResponse:
+    serving, version = store.current  # never loads: this runs on the event loop
+    if not store.ready or serving is None or version is None:
+        return errors.render(errors.model_unavailable() if store.load_error else errors.not_ready())
+    return Ready(model=ModelRef(name=store.name, version=version),
                  backend=getattr(serving, "backend", None), runtime=getattr(serving, "runtime", None))
 
 
@@ -114,6 +117,6 @@ def models(store: Annotated[ModelStore, Depends(get_store)]) -> ModelsResponse:
 
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
-def metrics_endpoint(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
+async def metrics_endpoint(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

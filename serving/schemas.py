@@ -205,6 +205,8 @@ class ModelsResponse(BaseModel):
 class ErrorBody(BaseModel):
     detail: str = Field(description="One sentence saying what is wrong.", examples=["text must not be empty or "
                                                                                    "whitespace"])
+    code: str = Field(description="What went wrong, for programs to match on: one code per failure "
+                      "(the README lists them all).", examples=["E401"])
 
 
 class AliasRequest(BaseModel):

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     explain_threads: int | None = Field(None, ge=1, description="torch intra-op threads of a thread while it "
                                         "explains (None: the usable cores shared out over worker processes)")
     explain_top_k: int = Field(10, ge=1, le=100, description="words returned per explanation")
-    cache_size: int = Field(2, ge=1, description="model versions kept loaded at once")
+    cache_size: int = Field(3, ge=1, le=8, description="model versions kept loaded at once, least recently used "
+                            "out first (the default version never): a client comparing the default, a canary and an "
+                            "old version must not pay a load and its sha256 on every request. Each costs its weights "
+                            "in memory (about 0.45 GB for a BERT-base fp32 bundle), hence the cap")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (closed by default)")
     model_threads: int | None = Field(None, ge=1, description="threads running model calls side by side "
                                       "(None: the usable CPU cores shared out over the server's worker processes)")
@@ -72,8 +75,15 @@ class Settings(BaseSettings):
     max_explain_queue: int = Field(32, ge=1, description="texts being explained at once; beyond it "
                                    "explain requests answer 429")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 429, in seconds")
-    shutdown_timeout_s: int = Field(30, ge=1, description="on SIGTERM, how long in-flight requests may "
-                                    "take to finish before they are cut")
+    shutdown_timeout_s: int = Field(20, ge=1, description="on SIGTERM, the whole time to exit: in-flight "
+                                    "requests may finish within it (then they are cut), and the batcher's drain "
+                                    "gets what they left; explanations still running stop at their next post")
+    body_timeout_s: float = Field(15, gt=0, description="longest a request body may take to arrive (408 after)")
+    max_connections: int = Field(512, ge=1, description="connections (or requests in progress) one server "
+                                 "process accepts at once; beyond it uvicorn answers 503 (its limit_concurrency)")
+    keep_alive_timeout_s: int = Field(5, ge=1, description="how long an idle keep-alive connection stays open")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="largest request head (request line and "
+                                  "headers) accepted; a larger one is refused before any app code runs")
 
     def cores_per_process(self) -> int:
         return max(1, usable_cores() // self.workers)

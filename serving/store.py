@@ -8,8 +8,9 @@ serving. (Before, the default followed the registry on every request: a bad prom
 service down, and the first request after it paid the whole load.) Requests that name an alias
 or a version still resolve it against the registry when they arrive.
 
-Loaded predictors are cached, at most `capacity` versions, least recently used first out, the
-default version last: a canary or an old version asked for by one client must not push out what
+Loaded predictors are cached, at most `capacity` versions (3 by default: the default, a canary
+and one more; at 2 a client alternating between three versions paid a load and its sha256 on every
+request), least recently used first out, the default version last: a canary or an old version asked for by one client must not push out what
 everyone else is served. Loads take `_load_lock`, never the cache lock, so a load (seconds) does
 not stall requests for models already in memory. A request's `model` is checked against the
 registry's names before any path is built, so a string like "../../etc" never reaches the
@@ -63,7 +64,7 @@ class Swap:
 
 class ModelStore:
     def __init__(self, models_dir: Path, name: str = "sharelens", default_ref: str | None = None,
-                 capacity: int = 2, loader: Loader = _default_loader) -> None:
+                 capacity: int = 3, loader: Loader = _default_loader) -> None:
         self.registry = Registry(Path(models_dir))
         self.name = name
         self.default_ref = default_ref
@@ -115,6 +116,7 @@ class ModelStore:
         with self._load_lock:
             with self._lock:  # loaded while we waited for the lock?
                 if version in self._cache:
+                    self._cache.move_to_end(version)
                     return self._cache[version]
             predictor = self._load_or_503(version, path)
             with self._lock:
@@ -253,6 +255,13 @@ class ModelStore:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def current(self) -> tuple[Predictor | None, str | None]:
+        """The predictor answering by default now and its version, one consistent pair (None, None
+        before the first load). Never loads nor waits for a load: /readyz calls it on the event loop."""
+        with self._lock:  # held only for dict operations, never during a load
+            return self._default, self.default_version
 
     @property
     def loaded_versions(self) -> list[str]:

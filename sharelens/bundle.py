@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,12 @@ from sharelens.labels import MOTIVES, SPEC_VERSION, TIERS
 BUNDLE_FORMAT = "sharelens-bundle/1"
 WEIGHTS = "model.safetensors"
 REQUIRED_FILES = ("bundle.json", "labels.json", "config.json", WEIGHTS, "tokenizer_config.json")
-VERSION_RE = re.compile(r"^v\d{4}-\d{8}$")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, so "production\n" passed for a name
+# (and got written into registry.json). [0-9], not \d: \d takes any Unicode digit ("v٠٠٠١-...").
+# Anchored at both ends, so `.match` and `.fullmatch` agree.
+VERSION_RE = re.compile(r"^v[0-9]{4}-[0-9]{8}\Z")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+CALIBRATION_KEYS = ("motive_temperature", "tier_temperature")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -101,6 +106,11 @@ def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
         labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SharelensError("E212", f"bundle {path}: unreadable metadata ({exc.msg}); retrain it") from exc
+    except UnicodeDecodeError as exc:
+        raise SharelensError("E212", f"bundle {path}: unreadable metadata (not UTF-8); retrain it") from exc
+    if not isinstance(meta, dict) or not isinstance(labels, dict):
+        raise SharelensError("E212", f"bundle {path}: unreadable metadata (bundle.json and labels.json must be "
+                             "JSON objects); retrain it")
     if meta.get("format") != BUNDLE_FORMAT:
         raise SharelensError("E213", f"bundle {path} has format {meta.get('format')!r}, this sharelens reads "
                              f"{BUNDLE_FORMAT}; upgrade sharelens or retrain")
@@ -117,11 +127,33 @@ def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
         if expected and sha256_file(path / WEIGHTS) != expected:
             raise SharelensError("E216", f"bundle {path}: {WEIGHTS} does not match its recorded checksum "
                                  "(corrupt or altered); retrain it or promote another version")
-    calib_path = path / "calibration.json"
-    calibration = {"motive_temperature": 1.0, "tier_temperature": 1.0}
-    if calib_path.is_file():
-        calibration.update(json.loads(calib_path.read_text(encoding="utf-8")))
-    return BundleInfo(path=path, meta=meta, calibration=calibration)
+    return BundleInfo(path=path, meta=meta, calibration=read_calibration(path / "calibration.json"))
+
+
+def read_calibration(calib_path: Path) -> dict[str, Any]:
+    """The fitted temperatures (1.0 where none is fitted); E250 for a file that is not a JSON
+    object of finite, positive temperatures: a damaged file must refuse the bundle, not turn
+    into a division by zero or a crash on the first request."""
+    calibration: dict[str, Any] = {"motive_temperature": 1.0, "tier_temperature": 1.0}
+    if not calib_path.is_file():
+        return calibration
+    hint = "run `make eval` on this version again to rewrite it, or delete it to serve uncalibrated probabilities"
+    try:
+        doc = json.loads(calib_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise SharelensError("E250", f"{calib_path} is unreadable ({why}); {hint}") from exc
+    if not isinstance(doc, dict):
+        raise SharelensError("E250", f"{calib_path} must be a JSON object; {hint}")
+    for key in CALIBRATION_KEYS:
+        value = doc.get(key, 1.0)
+        # bool is an int to Python, and NaN/Infinity are accepted by json.loads: refuse all three.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SharelensError("E250", f"{calib_path}: {key} must be a finite number above 0, not {value!r}; {hint}")
+    calibration.update(doc)
+    for key in CALIBRATION_KEYS:
+        calibration[key] = float(calibration[key])
+    return calibration
 
 
 RUNTIMES = ("auto", "lean", "transformers")
@@ -133,7 +165,7 @@ def choose_runtime(info: BundleInfo, runtime: str = "auto") -> str:
     from sharelens.lean_bert import unsupported
 
     if runtime not in RUNTIMES:
-        raise SharelensError("E219", f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        raise SharelensError("E252", f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if runtime == "transformers":
         return runtime
     try:
@@ -163,7 +195,7 @@ def load_model(info: BundleInfo, device: str = "cpu", runtime: str = "auto"):
     from sharelens.modeling import ShareLensModel
 
     runtime = choose_runtime(info, runtime)
-    features = ContextFeatures.load(info.path)
+    features = ContextFeatures.load(info.path)  # E251 when context.json is unreadable or mismatched
     sizes = features.sizes() if features is not None else None
     try:
         if runtime == "lean":

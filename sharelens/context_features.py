@@ -161,11 +161,11 @@ class ContextFeatures:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ContextFeatures:
         if doc.get("format") != FORMAT:
-            raise SharelensError("E220", f"context features format {doc.get('format')!r}; this sharelens reads "
+            raise SharelensError("E251", f"context features format {doc.get('format')!r}; this sharelens reads "
                                  f"{FORMAT}: retrain the bundle")
         features = cls(channels=tuple(doc.get("channels", ())))
         if list(doc.get("slots", [])) != list(SLOTS) or list(doc.get("sizes", [])) != features.sizes():
-            raise SharelensError("E220", "the bundle's context features do not match this sharelens "
+            raise SharelensError("E251", "the bundle's context features do not match this sharelens "
                                  f"(slots {doc.get('slots')}); retrain the bundle")
         return features
 
@@ -178,5 +178,5 @@ class ContextFeatures:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SharelensError("E220", f"{path} is unreadable ({exc}); retrain the bundle") from exc
+            raise SharelensError("E251", f"{path} is unreadable ({exc}); retrain the bundle") from exc
         return cls.from_dict(doc)

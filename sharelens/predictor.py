@@ -88,7 +88,7 @@ class Predictor:
             from sharelens.quantize import load_int8, verify_int8
 
             if device != "cpu":
-                raise SharelensError("E240", f"the int8 backend runs on the CPU only, not {device!r}; "
+                raise SharelensError("E253", f"the int8 backend runs on the CPU only, not {device!r}; "
                                      "use backend fp32 on an accelerator")
             manifest = verify_int8(info, check_hash=check_hash)  # refuse before loading anything heavy
             model, tokenizer = load_model(info, device=device, runtime=runtime)

@@ -152,7 +152,7 @@ def activation_maxima(model: nn.Module, run: Callable[[], object]) -> dict[str, 
             h.remove()
     missing = [n for n in names if n not in maxima]
     if missing:
-        raise SharelensError("E244", f"calibration never reached {missing[0]}; give it at least one text")
+        raise SharelensError("E245", f"calibration never reached {missing[0]}; give it at least one text")
     return maxima
 
 
@@ -172,7 +172,7 @@ def quantize_linears(model: nn.Module, act_max: dict[str, torch.Tensor] | None =
 
     names = quantizable_linears(model)
     if not names:
-        raise SharelensError("E244", "this model has no encoder Linear layers to quantise")
+        raise SharelensError("E246", "this model has no encoder Linear layers to quantise")
     with quiet_quantization(), torch.no_grad():
         modules = dict(model.named_modules())
         tensors: dict[str, torch.Tensor] = {}
@@ -190,7 +190,7 @@ def quantize_linears(model: nn.Module, act_max: dict[str, torch.Tensor] | None =
             q = quantize_dynamic(nn.Sequential(lin), {"0": per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
             w = q.weight()
             if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) or w.q_per_channel_axis() != 0:
-                raise SharelensError("E244", f"unexpected quantisation of {name}: {w.qscheme()}")
+                raise SharelensError("E247", f"unexpected quantisation of {name}: {w.qscheme()}")
             tensors[f"{name}.weight_int8"] = w.int_repr().contiguous()
             tensors[f"{name}.weight_scales"] = w.q_per_channel_scales().to(torch.float64).contiguous()
             tensors[f"{name}.weight_zero_points"] = w.q_per_channel_zero_points().to(torch.int64).contiguous()
@@ -255,9 +255,9 @@ def verify_int8(info: BundleInfo, check_hash: bool = True) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SharelensError("E244", f"{manifest_path} is unreadable; {_quantize_hint(info)} again") from exc
+        raise SharelensError("E248", f"{manifest_path} is unreadable; {_quantize_hint(info)} again") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != INT8_FORMAT:
-        raise SharelensError("E244", f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+        raise SharelensError("E248", f"{manifest_path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                              f"this sharelens reads {INT8_FORMAT}; {_quantize_hint(info)} again")
     source = info.meta.get("files", {}).get(WEIGHTS)
     if source and manifest.get("source_weights_sha256") != source:
@@ -317,5 +317,5 @@ def load_int8(info: BundleInfo, model: nn.Module, manifest: dict[str, Any] | Non
     except SharelensError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable export
-        raise SharelensError("E244", f"the int8 export of {info.path} could not be loaded ({type(exc).__name__}: "
+        raise SharelensError("E249", f"the int8 export of {info.path} could not be loaded ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {_quantize_hint(info)} again") from exc

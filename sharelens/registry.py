@@ -27,13 +27,20 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:
+        """The registry, checked: a damaged file is a numbered error naming the file and the fix,
+        never a KeyError or UnicodeDecodeError three calls later (a 500 in the API)."""
         if not self.path.exists():
             return {"format": "sharelens-registry/1", "models": {}}
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SharelensError("E228", f"{self.path} is not valid UTF-8 (byte {exc.start}); {_REPAIR}") from exc
         except json.JSONDecodeError as exc:
-            raise SharelensError("E220", f"{self.path} is not valid JSON ({exc.msg}); restore it from the "
-                                 "bundle folders with `make models REBUILD=1`") from exc
+            raise SharelensError("E220", f"{self.path} is not valid JSON ({exc.msg}); {_REPAIR}") from exc
+        problem = _shape_problem(doc)
+        if problem is not None:
+            raise SharelensError("E229", f"{self.path} has the wrong shape ({problem}); {_REPAIR}")
+        return doc
 
     def models(self) -> list[str]:
         return sorted(self.read()["models"])
@@ -49,7 +56,7 @@ class Registry:
         """A version or alias -> (version, bundle folder). None means production, then latest."""
         entry = self.entry(name)
         versions = {v["version"] for v in entry["versions"]}
-        aliases = entry.get("aliases", {})
+        aliases = entry.get("aliases")
         if ref is None:
             for alias in DEFAULT_ALIASES:
                 if alias in aliases:
@@ -114,6 +121,29 @@ class Registry:
             for v in doc["models"][name]["versions"]:
                 if v["version"] == version:
                     v["summary"] = {**v.get("summary", {}), **summary}
+
+
+_REPAIR = ("restore it from a backup or repair it by hand: {\"models\": {name: {\"versions\": [{\"version\": "
+           "\"v0001-20260101\"}, ...], \"aliases\": {alias: version}}}}, one version per bundle folder "
+           "models/<name>/<version>")
+
+
+def _shape_problem(doc: Any) -> str | None:
+    """What is wrong with a parsed registry, or None: what the readers and writers index (here and
+    in `training.cli models`) must be there; anything else is left alone."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        return "'models' must be an object of models"
+    for name, entry in doc["models"].items():
+        if not isinstance(entry, dict):
+            return f"model {name!r} must be an object"
+        versions = entry.get("versions")
+        if not isinstance(versions, list) or not all(
+                isinstance(v, dict) and isinstance(v.get("version"), str) for v in versions):
+            return f"'versions' of {name!r} must be a list of objects with a 'version' string"
+        aliases = entry.get("aliases")
+        if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+            return f"'aliases' of {name!r} must map names to version strings"
+    return None
 
 
 def check_name(name: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 _ZERO_WIDTH = "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"
 _SPACE = " \t\u00a0\u3000\r\n\u2028\u2029"
 _URL = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-_TRUNCATED = re.compile(r"(?:\.{2,}|…+)\s*展开全文\s*c?\s*$")
+_MARKER = "展开全文"
 
 URL_TOKEN = "[链接]"
 
@@ -38,13 +38,41 @@ class Normalised:
         return self.offsets[start], self.offsets[end - 1] + 1
 
 
+def truncation_start(text: str) -> int | None:
+    r"""Where the feed's truncation marker starts, or None: a run of two or more dots or of
+    ellipses, optional whitespace, 展开全文, optional whitespace, an optional "c", optional
+    whitespace, at the very end of `text` (what `(?:\.{2,}|…+)\s*展开全文\s*c?\s*$` found).
+
+    Read backwards from the end with `rstrip`/`endswith`: linear, and it looks only at the marker
+    and the run of dots before it, never at the rest of the text. The regex was searched forwards:
+    on a run of dots without a marker it tried every dot as a start and ran each one to the end of
+    the run, quadratic in the run's length, twice per text, holding the GIL. Measured on this
+    machine (2 cores, shared with a training run), 2,000 dots and no marker, best of 5:
+      before  .venv/bin/python -m timeit -s "import re; r = re.compile(r'(?:\.{2,}|…+)\s*展开全文\s*c?\s*$');
+              s = '.' * 2000" "r.search(s)"              -> 46.4 ms per call (20,000 dots: 3.2 s)
+      after   .venv/bin/python -m timeit -s "from sharelens.text import truncation_start;
+              s = '.' * 2000" "truncation_start(s)"      -> 0.2 µs per call (20,000 dots: 0.2 µs)
+    With the marker after the 2,000 dots: 14 µs (the regex: 1.1 µs).
+    (`str.rstrip()` strips what `\s` matched: both are Python's Unicode whitespace.)"""
+    head = text.rstrip()
+    if head.endswith("c"):
+        head = head[:-1].rstrip()
+    if not head.endswith(_MARKER):
+        return None
+    head = head[: -len(_MARKER)].rstrip()
+    if head.endswith(".."):
+        return len(head.rstrip("."))
+    if head.endswith("…"):
+        return len(head.rstrip("…"))
+    return None
+
+
 def normalise(raw: str) -> Normalised:
     """Normalise one post's text. Idempotent on its own output."""
     raw = raw or ""
-    stripped = raw.rstrip(_SPACE + _ZERO_WIDTH)
-    m = _TRUNCATED.search(stripped)
-    truncated = m is not None
-    end = m.start() if m else len(raw)
+    start = truncation_start(raw.rstrip(_SPACE + _ZERO_WIDTH))
+    truncated = start is not None
+    end = start if start is not None else len(raw)
 
     chars: list[str] = []
     offs: list[int] = []

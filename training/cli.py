@@ -4,7 +4,7 @@ sharelens data [--raw-dir DIR] [--resplit] [--fetch]
 sharelens encoder [--force]
 sharelens train [--profile default|fast|tiny|path.yaml] [--no-resume] [--<field> value ...]
 sharelens eval [--model NAME] [--version REF] [--data file.jsonl]
-sharelens refit-tier [--model NAME] [--version REF]
+sharelens refit [--heads motive tier] [--model NAME] [--version REF]   (refit-tier = --heads tier)
 sharelens promote --version REF [--alias production] [--model NAME]
 sharelens models
 """
@@ -97,16 +97,24 @@ def _cmd_models(a: argparse.Namespace) -> None:
             print(f"  {v['version']}  {v.get('created_at', '')}  {figures}  {' '.join(tags)}")
 
 
-def _cmd_refit_tier(a: argparse.Namespace) -> None:
+def _cmd_refit(a: argparse.Namespace) -> None:
     from sharelens.registry import Registry
     from training.evaluate import evaluate_bundle
-    from training.tier_refit import refit_bundle
+    from training.refit import refit_bundle
     from training.train import MODELS_DIR
 
     a.bundle = None
-    dest, report = refit_bundle(_bundle_path(a))
-    print(f"Refit tier head -> {dest}: validation QWK {report.validation_qwk_before:.3f} -> "
-          f"{report.validation_qwk_after:.3f} (epoch {report.epochs}; {report.train_posts} posts)")
+    heads = ("tier",) if a.cmd == "refit-tier" else tuple(a.heads)
+    dest, reports = refit_bundle(_bundle_path(a), heads)
+    for head, r in reports.items():
+        if head == "motive":
+            print(f"Refit motive head: validation macro-F1 {r['validation_macro_f1_before']:.3f} -> "
+                  f"{r['validation_macro_f1_after']:.3f} ({'kept' if r['kept'] else 'not kept'}; "
+                  f"{r['train_posts']} posts)")
+        else:
+            print(f"Refit tier head: validation QWK {r['validation_qwk_before']:.3f} -> "
+                  f"{r['validation_qwk_after']:.3f} (epoch {r['epochs']}; {r['train_posts']} posts)")
+    print(f"-> {dest}")
     evaluate_bundle(dest, fit_calibration=True, registry=Registry(MODELS_DIR))
 
 
@@ -128,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = t.add_argument_group("config overrides")
     add_override_arguments(overrides)  # type: ignore[arg-type]
     for name, helptext in (("eval", "evaluate a bundle against baselines"), ("promote", "move an alias to a version"),
-                           ("refit-tier", "a new version whose tier head is refit on the frozen encoder, then evaluated")):
+                           ("refit", "a new version whose heads are refit on the frozen encoder, then evaluated"),
+                           ("refit-tier", "refit --heads tier")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("--model", default="sharelens")
         q.add_argument("--version", default=None, help="version or alias (default: production, then latest)")
@@ -138,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--refit-calibration", action="store_true", help="refit temperatures on validation")
         elif name == "promote":
             q.add_argument("--alias", default="production")
+        elif name == "refit":
+            q.add_argument("--heads", nargs="+", default=["motive", "tier"], choices=["motive", "tier"],
+                           help="which heads to refit (default: both)")
     sub.add_parser("models", help="list versions and aliases")
     a = p.parse_args(argv)
     try:
@@ -159,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_promote(a)
         elif a.cmd == "models":
             _cmd_models(a)
-        elif a.cmd == "refit-tier":
-            _cmd_refit_tier(a)
+        elif a.cmd in ("refit", "refit-tier"):
+            _cmd_refit(a)
     except SharelensError as exc:
         print(str(exc), file=sys.stderr)
         return 2

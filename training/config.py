@@ -39,6 +39,12 @@ class TrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of all steps"})
     dropout: float = field(default=0.1, metadata={"help": "dropout before the heads"})
+    layerwise_lr_decay: float = field(
+        default=1.0, metadata={"help": "layer-wise learning-rate decay: layer k of L learns at "
+                               "learning_rate * decay**(L-k), the embeddings at decay**(L+1); 1.0: off"})
+    rdrop_alpha: float = field(
+        default=0.0, metadata={"help": "R-Drop: two dropout passes per batch, both losses plus alpha times the "
+                               "symmetric KL between their motive distributions (Liang et al. 2021); 0: off"})
     motive_loss_weight: float = field(default=1.0, metadata={"help": "weight of the motive loss"})
     tier_loss_weight: float = field(default=1.0, metadata={"help": "weight of the ordinal tier loss"})
     motive_class_weighting: str = field(
@@ -51,6 +57,10 @@ class TrainConfig:
     observed_age: bool = field(
         default=True, metadata={"help": "give the tier head the post's age when its counts were snapshotted "
                                 "(right-censoring); serving leaves it unknown"})
+    motive_refit_epochs: int = field(
+        default=60, metadata={"help": "after fine-tuning, refit the motive head alone on the frozen encoder for this "
+                              "many epochs (multi-sample dropout); kept only if validation macro-F1 does not drop "
+                              "(training/motive_refit.py); 0: off"})
     tier_refit_epochs: int = field(
         default=60, metadata={"help": "after fine-tuning, refit the tier head alone on the frozen encoder for up to "
                               "this many epochs, keeping the best validation epoch (training/tier_refit.py); 0: off"})

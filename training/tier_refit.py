@@ -24,7 +24,7 @@ from sharelens.context_features import ContextFeatures
 from sharelens.labels import TIERS
 from sharelens.modeling import ShareLensModel, median_tier, tier_probs_from_logits
 from sharelens.post import Post
-from training.data import TIER_TRAINED_DOMAINS, load_corpus, record_context_ids
+from training.data import TIER_TRAINED_DOMAINS, record_context_ids
 
 
 @dataclass
@@ -105,38 +105,3 @@ def refit_tier_head(model: ShareLensModel, tokenizer, features: ContextFeatures,
             p.copy_(best_state[n])
     model.eval()
     return RefitReport(len(rows), len(val), best_epoch, before, best, history)
-
-
-def refit_bundle(bundle, models_dir=None) -> tuple[object, RefitReport]:
-    """A new version of `bundle` whose tier head is refit; everything else is copied."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    from sharelens.bundle import load_model, save_bundle, verify_bundle
-    from sharelens.errors import SharelensError
-    from sharelens.registry import Registry
-    from training.train import MODELS_DIR, data_fingerprint, git_commit, resolve_path
-
-    info = verify_bundle(Path(bundle))
-    model, tokenizer = load_model(info, runtime="transformers")
-    features = getattr(model, "context_features", None)
-    if features is None:
-        raise SharelensError("E320", f"{bundle} has a text-only tier head; train a context-aware model first")
-    cfg = yaml.safe_load((info.path / "train_config.yaml").read_text(encoding="utf-8"))
-    corpus = load_corpus(resolve_path(cfg.get("data_dir", "data/build/corpus")))
-    report = refit_tier_head(model, tokenizer, features, corpus, cfg["train_splits"], cfg["validation_split"],
-                             info.max_length, cfg.get("observed_age", True))
-    root = Path(models_dir or MODELS_DIR)
-    registry = Registry(root)
-    version = registry.next_version(info.name)
-    meta = {k: v for k, v in info.meta.items() if k not in ("format", "library_versions", "name", "version", "files")}
-    meta.update({"version": version, "refit_from": info.version, "tier_refit": report.to_dict(),
-                 "git_commit": git_commit(), "data_fingerprint": data_fingerprint(Path(resolve_path(
-                     cfg.get("data_dir", "data/build/corpus"))))})
-    dest = save_bundle(root / info.name / version, model, tokenizer, meta,
-                       (info.path / "train_config.yaml").read_text(encoding="utf-8"), context_features=features)
-    registry.register(info.name, version, {"profile": cfg.get("profile"), "refit_from": info.version})
-    (dest / "tier_refit.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return dest, report

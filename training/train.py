@@ -115,7 +115,8 @@ def make_compute_metrics():
         m = motive_label != IGNORE
         if m.any():
             probs = torch.softmax(torch.from_numpy(motive_logits[m]), -1).numpy()
-            out["motive_macro_f1"] = motive_metrics(motive_label[m], probs)["macro_f1"]
+            mm = motive_metrics(motive_label[m], probs)
+            out["motive_macro_f1"], out["motive_top2"] = mm["macro_f1"], mm["top2_accuracy"]
         t = tier_label != IGNORE
         if t.any():
             probs = tier_probs_from_logits(torch.from_numpy(tier_logits[t])).numpy()
@@ -187,14 +188,16 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     class TwoRateTrainer(Trainer):
         def create_optimizer(self, model=None):
             if self.optimizer is None:
-                head, enc = [], []
-                for n, p in self.model.named_parameters():
-                    if p.requires_grad:
-                        (enc if n.startswith("encoder.") else head).append(p)
-                self.optimizer = torch.optim.AdamW(
-                    [{"params": enc, "lr": cfg.learning_rate}, {"params": head, "lr": cfg.head_learning_rate}],
-                    weight_decay=cfg.weight_decay)
+                self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg), weight_decay=cfg.weight_decay)
             return self.optimizer
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (cfg.rdrop_alpha and model.training):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            first, second = model(**inputs), model(**inputs)
+            loss = (first["loss"] + second["loss"]) / 2 + cfg.rdrop_alpha * rdrop_kl(
+                first["motive_logits"], second["motive_logits"], inputs.get("motive_label"))
+            return (loss, first) if return_outputs else loss
 
     trainer = TwoRateTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
@@ -213,6 +216,17 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     if not trainer.is_world_process_zero():
         return run_dir
 
+    motive_refit = None
+    if cfg.motive_refit_epochs:
+        from training.motive_refit import refit_motive_head
+
+        motive_refit = refit_motive_head(trainer.model, tokenizer, load_corpus(resolve_path(cfg.data_dir)),
+                                         cfg.train_splits, cfg.validation_split, cfg.max_length,
+                                         epochs=cfg.motive_refit_epochs, class_weighting=cfg.motive_class_weighting,
+                                         seed=cfg.seed)
+        print(f"Motive head refit on the frozen encoder: validation macro-F1 "
+              f"{motive_refit.validation_macro_f1_before:.3f} -> {motive_refit.validation_macro_f1_after:.3f} "
+              f"({'kept' if motive_refit.kept else 'not kept'})")
     refit = None
     if features is not None and cfg.tier_refit_epochs:
         from training.tier_refit import refit_tier_head
@@ -248,6 +262,7 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
         "validation_history": history,
         "context": {"channels": len(features.channels), "observed_age": cfg.observed_age} if features else None,
         "tier_refit": refit.to_dict() if refit is not None else None,
+        "motive_refit": motive_refit.to_dict() if motive_refit is not None else None,
     }
     bundle = save_bundle(models_dir / cfg.name / version, trainer.model, tokenizer, meta,
                          yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last,
@@ -260,6 +275,36 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
 
         evaluate_bundle(bundle, fit_calibration=True, registry=registry, data_dir=cfg.data_dir)
     return bundle
+
+
+def parameter_groups(model: ShareLensModel, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: the heads at head_learning_rate; the encoder at learning_rate, scaled per layer
+    by layerwise_lr_decay (lower layers, more general, move less; ULMFiT/ELECTRA-style)."""
+    import re
+
+    layers = int(getattr(model.encoder.config, "num_hidden_layers", 0))
+    groups: dict[float, list] = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if not n.startswith("encoder."):
+            lr = cfg.head_learning_rate
+        else:
+            m = re.search(r"\.layer\.(\d+)\.", n)
+            depth = layers - int(m.group(1)) if m else (layers + 1 if ".embeddings." in n else 0)
+            lr = cfg.learning_rate * cfg.layerwise_lr_decay ** depth
+        groups.setdefault(lr, []).append(p)
+    return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+
+
+def rdrop_kl(a: torch.Tensor, b: torch.Tensor, motive_label: torch.Tensor | None) -> torch.Tensor:
+    """Symmetric KL between two dropout passes' motive distributions, over the read posts."""
+    keep = (motive_label != IGNORE) if motive_label is not None else torch.ones(len(a), dtype=torch.bool)
+    if not keep.any():
+        return a.sum() * 0.0
+    la, lb = torch.log_softmax(a[keep], -1), torch.log_softmax(b[keep], -1)
+    kl = torch.nn.functional.kl_div
+    return (kl(la, lb, log_target=True, reduction="batchmean") + kl(lb, la, log_target=True, reduction="batchmean")) / 2
 
 
 def training_arguments(cfg: TrainConfig, run_dir: Path, use_gpu: bool):

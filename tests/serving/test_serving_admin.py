@@ -45,7 +45,7 @@ def test_admin_is_disabled_without_a_configured_key(serving_models_dir, store, p
     res = _client(serving_models_dir, store).post(path, json={"alias": "production", "version": "v0001-20260101"},
                                                   headers=KEY)
     assert res.status_code == 403
-    assert res.json() == {"detail": "admin endpoints are disabled: set SHARELENS_API_KEY"}
+    assert res.json() == {"detail": "admin endpoints are disabled: set SHARELENS_API_KEY", "code": "E415"}
 
 
 def test_admin_needs_the_key(private_models_dir) -> None:
@@ -54,7 +54,7 @@ def test_admin_needs_the_key(private_models_dir) -> None:
     client = _client(private_models_dir, store, api_key="s3cret")
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
         res = client.post("/admin/reload", headers=headers)
-        assert res.status_code == 401 and res.json() == {"detail": errors.UNAUTHORIZED}
+        assert res.status_code == 401 and res.json() == {"detail": errors.UNAUTHORIZED, "code": "E412"}
         assert res.headers["www-authenticate"] == "Bearer"
     assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
@@ -66,7 +66,7 @@ def test_the_key_protects_everything_but_the_page_and_the_probes(serving_models_
                          ("POST", "/admin/reload")):
         res = client.request(method, path, json={"text": "转发抽奖"})
         assert res.status_code == 401, path
-        assert res.json() == {"detail": errors.UNAUTHORIZED}
+        assert res.json() == {"detail": errors.UNAUTHORIZED, "code": "E412"}
         assert client.request(method, path, json={"text": "转发抽奖"}, headers=KEY).status_code != 401, path
     for path in ("/", "/healthz", "/readyz", "/static/app.js", "/static/style.css"):
         assert client.get(path).status_code == 200, path
@@ -112,7 +112,7 @@ def test_alias_move_refuses_a_corrupted_bundle_and_keeps_the_alias(private_model
     res = client.post("/admin/aliases", json={"alias": "production", "version": broken}, headers=KEY)
     assert res.status_code == 409
     assert res.json() == {"detail": f"reload refused: {broken} could not be loaded (E216: weights do not match "
-                                    "their checksum); the current model keeps serving"}
+                                    "their checksum); the current model keeps serving", "code": "E417"}
     assert str(private_models_dir) not in res.text  # the server's paths stay in its log
     assert Registry(private_models_dir).entry("sharelens")["aliases"]["production"] == versions["production"]
     assert store.default_version == versions["production"]
@@ -132,36 +132,37 @@ def test_alias_move_to_another_alias_leaves_the_default(private_models_dir, vers
                        headers=KEY).json()["model"]["version"] == versions["canary"]
 
 
-@pytest.mark.parametrize(("body", "status", "detail"), [
-    ({"alias": "production", "version": "../../etc"}, 404, "unknown model version or alias: ../../etc"),
+@pytest.mark.parametrize(("body", "status", "detail", "code"), [
+    ({"alias": "production", "version": "../../etc"}, 404, "unknown model version or alias: ../../etc", "E409"),
     ({"alias": "production", "version": "v0001-20260101/../../x"}, 404,
-     "unknown model version or alias: v0001-20260101/../../x"),
-    ({"alias": "production", "version": "latest"}, 404, "unknown model version or alias: latest"),
-    ({"alias": "../x", "version": "v0001-20260101"}, 422, "invalid alias: ../x"),
-    ({"alias": "v0002-20260101", "version": "v0001-20260101"}, 422, "invalid alias: v0002-20260101"),
-    ({"alias": "Production", "version": "v0001-20260101"}, 422, "invalid alias: Production"),
-    ({"alias": "production"}, 422, "field 'version': Field required"),
-    ({"alias": "production", "version": 1}, 422, "field 'version' must be a string"),
-    ({"alias": "production", "version": "v0001-20260101", "x": 1}, 422, "unknown field 'x'"),
-    (["production"], 422, errors.NOT_AN_OBJECT),
-    (b"{", 400, errors.INVALID_JSON),
-    (b'{"alias": "' + b"a" * 5000 + b'"}', 413, "request body exceeds 4096 bytes"),
+     "unknown model version or alias: v0001-20260101/../../x", "E409"),
+    ({"alias": "production", "version": "latest"}, 404, "unknown model version or alias: latest", "E409"),
+    ({"alias": "../x", "version": "v0001-20260101"}, 422, "invalid alias: ../x", "E418"),
+    ({"alias": "v0002-20260101", "version": "v0001-20260101"}, 422, "invalid alias: v0002-20260101", "E418"),
+    ({"alias": "Production", "version": "v0001-20260101"}, 422, "invalid alias: Production", "E418"),
+    ({"alias": "production"}, 422, "field 'version': Field required", "E428"),
+    ({"alias": "production", "version": 1}, 422, "field 'version' must be a string", "E405"),
+    ({"alias": "production", "version": "v0001-20260101", "x": 1}, 422, "unknown field 'x'", "E427"),
+    (["production"], 422, errors.NOT_AN_OBJECT, "E424"),
+    (b"{", 400, errors.INVALID_JSON, "E406"),
+    (b'{"alias": "' + b"a" * 5000 + b'"}', 413, "request body exceeds 4096 bytes", "E408"),
 ])
-def test_bad_alias_requests_never_reach_the_filesystem(tmp_path, body, status, detail) -> None:
+def test_bad_alias_requests_never_reach_the_filesystem(tmp_path, body, status, detail, code) -> None:
     store = ModelStore(tmp_path, loader=lambda p: pytest.fail(f"tried to load {p}"))
     store.registry.read = lambda: pytest.fail("the registry was read")  # type: ignore[method-assign]
     client = _client(tmp_path, store, api_key="s3cret")
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     res = client.post("/admin/aliases", content=raw, headers={**KEY, "content-type": "application/json"})
     assert res.status_code == status, res.text
-    assert res.json() == {"detail": detail}
+    assert res.json() == {"detail": detail, "code": code}
 
 
 def test_alias_to_an_unregistered_version_is_404(private_models_dir) -> None:
     store = ModelStore(private_models_dir, loader=lambda p: pytest.fail(f"tried to load {p}"))
     client = _client(private_models_dir, store, api_key="s3cret")
     res = client.post("/admin/aliases", json={"alias": "production", "version": "v0999-20260101"}, headers=KEY)
-    assert res.status_code == 404 and res.json() == {"detail": "unknown model version or alias: v0999-20260101"}
+    assert res.status_code == 404
+    assert res.json() == {"detail": "unknown model version or alias: v0999-20260101", "code": "E409"}
 
 
 # -- under load -----------------------------------------------------------------------------------

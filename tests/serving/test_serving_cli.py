@@ -33,3 +33,92 @@ def test_unknown_model_is_one_line_and_exit_2(serving_models_dir, capsys) -> Non
     rc = main(["predict", "转发抽奖", "--model", "nope", "--models-dir", str(serving_models_dir)])
     assert rc == 2
     assert capsys.readouterr().err == "Error E409: unknown model version or alias: nope\n"
+
+
+# -- `serve`: the limits reach uvicorn ---------------------------------------------------------------
+def _served_with(monkeypatch, **env: str) -> dict:
+    """What `sharelens-serve serve` hands to uvicorn.run (nothing is started)."""
+    import uvicorn
+
+    from serving import cli
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    monkeypatch.setattr(cli, "_exit_quietly_after_drain", lambda: None)
+    for key, value in env.items():
+        monkeypatch.setenv(f"SHARELENS_{key}", value)
+    assert main(["serve"]) == 0
+    return seen
+
+
+def test_serve_bounds_connections_headers_idle_time_and_shutdown(monkeypatch) -> None:
+    import uvicorn
+
+    seen = _served_with(monkeypatch)
+    config = uvicorn.Config(seen.pop("app"), **seen)  # built as uvicorn.run builds it, not started
+    assert config.http == "h11"  # httptools would ignore the header cap
+    assert config.h11_max_incomplete_event_size == 16 * 1024
+    assert config.limit_concurrency == 512
+    assert config.timeout_keep_alive == 5
+    assert config.timeout_graceful_shutdown == 20
+    seen = _served_with(monkeypatch, MAX_CONNECTIONS="64", MAX_HEADER_BYTES="8192", KEEP_ALIVE_TIMEOUT_S="2",
+                        SHUTDOWN_TIMEOUT_S="7")
+    config = uvicorn.Config(seen.pop("app"), **seen)
+    assert (config.limit_concurrency, config.h11_max_incomplete_event_size, config.timeout_keep_alive,
+            config.timeout_graceful_shutdown) == (64, 8192, 2, 7)
+
+
+def test_an_oversize_header_is_refused_by_the_server() -> None:
+    """The options above on a real uvicorn (a trivial app, in a thread): a 1 KiB header passes,
+    the 1 MiB one of the review is refused by uvicorn before any app code runs. (A head that
+    lands in one read of the socket passes uvicorn's cap: the app's own 431 is tested in
+    test_serving_security.)"""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.cli import uvicorn_options
+    from serving.settings import Settings
+
+    calls: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        calls.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
+               "log_level": "critical"}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def status(header_bytes: int) -> int | None:
+        """The answer's status, or None when the server cut the connection before answering."""
+        request = f"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * header_bytes}\r\nConnection: close\r\n\r\n".encode()
+        reply = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            try:
+                conn.sendall(request)
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+        return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else None
+
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        assert status(1024) == 200 and calls == [1]
+        assert status(1024 * 1024) in (400, 431, None)
+        assert calls == [1]  # the app never saw it
+    finally:
+        server.should_exit = True
+        thread.join(10)

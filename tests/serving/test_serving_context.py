@@ -59,11 +59,11 @@ def test_explanation_gives_each_context_fields_contribution(client) -> None:
     ({"text": TEXT, "context": {"chanel": "明星"}}, "E422",
      "unknown context field 'chanel'; known fields: channel, vip, verified, followers, posted_at, author_history"),
     ({"text": TEXT, "context": {"vip": "yes"}}, "E405", "field 'context.vip' must be a boolean"),
-    ({"text": TEXT, "context": {"followers": -3}}, "E405", None),
+    ({"text": TEXT, "context": {"followers": -3}}, "E428", None),
     ({"text": TEXT, "context": {"posted_at": "last tuesday"}}, "E423", None),
     ({"posts": [{"text": TEXT, "context": {"posted_at": "2025-13-01"}}]}, "E423", None),
     ({"text": TEXT, "context": {"author_history": {"posts": 3, "mean": 2}}}, "E422", None),
-    ({"texts": [TEXT], "context": {"vip": True}}, "E404",
+    ({"texts": [TEXT], "context": {"vip": True}}, "E426",
      "'context' goes with 'text'; for a batch give 'posts' with a context each"),
     ({"text": TEXT, "posts": [{"text": TEXT}]}, "E404", "exactly one of 'text', 'texts' or 'posts' must be given"),
     ({"posts": [{"text": "  "}]}, "E401", None),
@@ -71,13 +71,13 @@ def test_explanation_gives_each_context_fields_contribution(client) -> None:
 def test_bad_context_is_a_precise_422(client, body: dict, code: str, detail: str | None) -> None:
     res = client.post("/predict", json=body)
     assert res.status_code == 422, res.text
-    got = res.json()  # the code is the server's own (logged, counted in /metrics); clients read `detail`
-    assert set(got) == {"detail"} and got["detail"]
+    got = res.json()  # clients match on the code; the detail names the field for people
+    assert set(got) == {"detail", "code"} and got["detail"] and got["code"] == code
     if detail is not None:
         assert got["detail"] == detail
     if code == "E423":
         assert "posted_at" in got["detail"] and "ISO 8601" in got["detail"]
-    if code == "E405" and detail is None:
+    if code == "E428" and detail is None:
         assert "context.followers" in got["detail"]
 
 

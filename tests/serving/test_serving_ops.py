@@ -25,7 +25,7 @@ def test_readyz_before_and_after_load(serving_models_dir, versions) -> None:
     store = ModelStore(serving_models_dir, "sharelens")
     client = TestClient(create_app(Settings(models_dir=serving_models_dir), store))  # no lifespan yet
     res = client.get("/readyz")
-    assert res.status_code == 503 and res.json() == {"detail": errors.NOT_READY}
+    assert res.status_code == 503 and res.json() == {"detail": errors.NOT_READY, "code": "E436"}
     assert client.get("/healthz").status_code == 200
     store.load_default()
     res = client.get("/readyz")
@@ -50,9 +50,9 @@ def test_readyz_when_the_model_cannot_load(tmp_path) -> None:
             time.sleep(0.05)
         assert client.get("/healthz").status_code == 200
         res = client.get("/readyz")
-        assert res.status_code == 503 and res.json() == {"detail": errors.MODEL_UNAVAILABLE}
+        assert res.status_code == 503 and res.json() == {"detail": errors.MODEL_UNAVAILABLE, "code": "E420"}
         res = client.post("/predict", json={"text": "转发抽奖"})
-        assert res.status_code == 503 and res.json() == {"detail": errors.MODEL_UNAVAILABLE}
+        assert res.status_code == 503 and res.json() == {"detail": errors.MODEL_UNAVAILABLE, "code": "E420"}
 
 
 def test_models(client, versions) -> None:
@@ -119,7 +119,7 @@ def test_api_key(serving_models_dir, store) -> None:
     client = TestClient(create_app(Settings(models_dir=serving_models_dir, api_key="s3cret"), store))
     body = {"text": "转发抽奖"}
     res = client.post("/predict", json=body)
-    assert res.status_code == 401 and res.json() == {"detail": errors.UNAUTHORIZED}
+    assert res.status_code == 401 and res.json() == {"detail": errors.UNAUTHORIZED, "code": "E412"}
     assert client.post("/predict", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.post("/predict", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
     assert client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -55,7 +55,7 @@ def test_predict_beyond_max_queue_is_429_with_retry_after(serving_models_dir, he
         assert held.entered.wait(30)  # two texts admitted and in the model: the queue is full
         res = client.post("/predict", json={"text": "求扩散"})
         assert res.status_code == 429
-        assert res.json() == {"detail": "server busy, retry later"} == {"detail": errors.OVERLOADED}
+        assert res.json() == {"detail": "server busy, retry later", "code": "E416"} == {"detail": errors.OVERLOADED, "code": "E416"}
         assert res.headers["retry-after"] == "3"
         held.release.set()
         assert first.result(30).status_code == 200
@@ -75,7 +75,7 @@ def test_explanations_have_their_own_bound(serving_models_dir, held) -> None:
         first = pool.submit(client.post, "/predict", json={"text": "转发抽奖", "explain": True})
         assert held.entered.wait(30)
         res = client.post("/predict", json={"text": "求扩散", "explain": True})
-        assert res.status_code == 429 and res.json() == {"detail": errors.OVERLOADED}
+        assert res.status_code == 429 and res.json() == {"detail": errors.OVERLOADED, "code": "E416"}
         assert res.headers["retry-after"] == "1"
         held.release.set()
         assert first.result(30).status_code == 200
@@ -112,4 +112,4 @@ def test_lifespan_shutdown_answers_what_the_batcher_still_holds(serving_models_d
 
     *answered, late = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert [r.status_code for r in answered] == [200, 200, 200]
-    assert late.status_code == 503 and late.json() == {"detail": errors.SHUTTING_DOWN}
+    assert late.status_code == 503 and late.json() == {"detail": errors.SHUTTING_DOWN, "code": "E419"}

@@ -30,10 +30,10 @@ def _registry(root: Path, n: int) -> list[str]:
     return versions
 
 
-def test_cache_keeps_at_most_two_and_never_drops_the_default(tmp_path: Path) -> None:
+def test_cache_keeps_at_most_its_capacity_and_never_drops_the_default(tmp_path: Path) -> None:
     versions = _registry(tmp_path, 4)
     loads: list[Path] = []
-    store = ModelStore(tmp_path, loader=lambda p: loads.append(p) or FakePredictor(p))
+    store = ModelStore(tmp_path, capacity=2, loader=lambda p: loads.append(p) or FakePredictor(p))
     default = store.load_default()
     assert store.ready and store.default_version == versions[0]
     assert default.warm == [WARM_UP_TEXT]  # warmed before first use
@@ -83,3 +83,21 @@ def test_real_bundle_loads_and_predicts(store, versions) -> None:
     predictor = store.get("canary")
     assert predictor.version == versions["canary"]
     assert store.get(versions["canary"]) is predictor
+
+
+def test_alternating_between_three_versions_loads_each_once(tmp_path: Path) -> None:
+    """A client comparing three versions must not pay a load (and its sha256) on every request."""
+    from serving.settings import Settings
+
+    versions = _registry(tmp_path, 3)
+    loads: list[str] = []
+    for store in (ModelStore(tmp_path, loader=lambda p: loads.append(p.name) or FakePredictor(p)),
+                  ModelStore(tmp_path, capacity=Settings().cache_size,
+                             loader=lambda p: loads.append(p.name) or FakePredictor(p))):
+        loads.clear()
+        store.load_default()
+        for _ in range(4):
+            for v in versions:
+                store.get(v)
+        assert sorted(loads) == versions
+

@@ -72,3 +72,33 @@ def test_truncated_weights_fail_to_load_with_message(tiny_bundle: Path, tmp_path
         Predictor.from_bundle(b, check_hash=False)
     assert e.value.code == "E217"
     assert "retrain" in e.value.message
+
+
+@pytest.mark.parametrize("content", [b"{", b'{"motive_temperature": "\xff"}', b"[1.5]", b'"1.5"',
+                                     b'{"motive_temperature": "hot"}', b'{"motive_temperature": true}',
+                                     b'{"tier_temperature": 0}', b'{"tier_temperature": -2}',
+                                     b'{"motive_temperature": 1e999}', b'{"motive_temperature": NaN}'])
+def test_damaged_calibration_is_refused(tiny_bundle: Path, tmp_path: Path, content: bytes) -> None:
+    b = _copy(tiny_bundle, tmp_path)
+    (b / "calibration.json").write_bytes(content)
+    with pytest.raises(SharelensError) as e:
+        verify_bundle(b, check_hash=False)
+    assert e.value.code == "E250"
+    assert "calibration.json" in e.value.message and "make eval" in e.value.message
+
+
+def test_fitted_calibration_is_read(tiny_bundle: Path, tmp_path: Path) -> None:
+    b = _copy(tiny_bundle, tmp_path)
+    (b / "calibration.json").write_text('{"motive_temperature": 1.5, "tier_temperature": 2, "fitted_on": "validation"}')
+    info = verify_bundle(b, check_hash=False)
+    assert info.calibration == {"motive_temperature": 1.5, "tier_temperature": 2.0, "fitted_on": "validation"}
+
+
+@pytest.mark.parametrize(("name", "content"), [("bundle.json", b'{"format": "\xff"}'), ("labels.json", b"\xfe"),
+                                               ("bundle.json", b"[]")])
+def test_unreadable_metadata_is_refused(tiny_bundle: Path, tmp_path: Path, name: str, content: bytes) -> None:
+    b = _copy(tiny_bundle, tmp_path)
+    (b / name).write_bytes(content)
+    with pytest.raises(SharelensError) as e:
+        verify_bundle(b, check_hash=False)
+    assert e.value.code == "E212"

@@ -51,7 +51,7 @@ def test_round_trip_and_refusal(tmp_path) -> None:
     (tmp_path / "context.json").write_text(json.dumps(doc))
     with pytest.raises(SharelensError) as info:
         ContextFeatures.load(tmp_path)
-    assert info.value.code == "E220"
+    assert info.value.code == "E251"
 
 
 def test_observed_age() -> None:

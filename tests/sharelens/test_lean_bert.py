@@ -132,7 +132,7 @@ def test_unsupported_architectures_fall_back_or_are_refused(tiny_bundle: Path, t
     assert choose_runtime(info, "auto") == "transformers"
     with pytest.raises(SharelensError, match="E219.*relative_key"):
         load_model(info, runtime="lean")
-    with pytest.raises(SharelensError, match="E219.*unknown runtime"):
+    with pytest.raises(SharelensError, match="E252.*unknown runtime"):
         choose_runtime(info, "onnx")
 
 

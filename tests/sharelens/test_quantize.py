@@ -148,7 +148,7 @@ def test_truncated_export_is_refused_even_without_hash_check(int8_bundle: Path, 
     w.write_bytes(w.read_bytes()[:1000])
     with pytest.raises(SharelensError) as e:
         Predictor.from_bundle(bundle, backend="int8", check_hash=False)
-    assert e.value.code == "E244"
+    assert e.value.code == "E249"
 
 
 def test_stale_export_is_refused(int8_bundle: Path, tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_unreadable_manifest_and_missing_weights_are_refused(int8_bundle: Path, 
     (bundle / INT8_DIR / MANIFEST).write_text("{not json")
     with pytest.raises(SharelensError) as e:
         Predictor.from_bundle(bundle, backend="int8")
-    assert e.value.code == "E244"
+    assert e.value.code == "E248"
     (bundle / INT8_DIR / INT8_WEIGHTS).unlink()
     with pytest.raises(SharelensError) as e:
         Predictor.from_bundle(bundle, backend="int8")

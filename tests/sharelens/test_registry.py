@@ -46,3 +46,58 @@ def test_bad_names_are_refused(tmp_path: Path) -> None:
         Registry(tmp_path).register("../evil", "v0001-20261123")
     with pytest.raises(SharelensError):
         Registry(tmp_path).set_alias("m", "v0001-20261123", "v0001-20261123")
+
+
+# -- a damaged registry.json: a numbered error saying what to do, never a bare exception -------------
+@pytest.mark.parametrize(("content", "code"), [
+    (b"[]", "E229"),
+    (b'{"models": []}', "E229"),
+    (b'{"models": {"m": []}}', "E229"),
+    (b'{"models": {"m": {"versions": {}, "aliases": {}}}}', "E229"),
+    (b'{"models": {"m": {"versions": [{"created_at": "x"}], "aliases": {}}}}', "E229"),
+    (b'{"models": {"m": {"versions": [{"version": 1}], "aliases": {}}}}', "E229"),
+    (b'{"models": {"m": {"versions": [], "aliases": []}}}', "E229"),
+    (b'{"models": {"m": {"versions": [], "aliases": {"production": null}}}}', "E229"),
+    (b'{"models": {"m": {"versions": [], "aliases": {}}}, "x": "\xe9t\xe9"}', "E228"),
+    (b"\xff\xfe{}", "E228"),
+    (b'{"models": {', "E220"),
+])
+def test_damaged_registry_is_a_numbered_error(tmp_path: Path, content: bytes, code: str) -> None:
+    (tmp_path / "registry.json").write_bytes(content)
+    reg = Registry(tmp_path)
+    for call in (lambda: reg.resolve("m"), lambda: reg.entry("m"), reg.models, lambda: reg.register("m", "v0002-20261123")):
+        with pytest.raises(SharelensError) as e:
+            call()
+        assert e.value.code == code
+        assert "restore it from a backup or repair it by hand" in e.value.message
+
+
+def test_a_registry_of_the_right_shape_still_reads(tmp_path: Path) -> None:
+    (tmp_path / "registry.json").write_text('{"format": "sharelens-registry/1", "models": {"m": {"versions": '
+                                           '[{"version": "v0001-20261123", "summary": {}}], "aliases": '
+                                           '{"latest": "v0001-20261123"}}}}', encoding="utf-8")
+    assert Registry(tmp_path).resolve("m")[0] == "v0001-20261123"
+
+
+@pytest.mark.parametrize("bad", ["v0001-20261123\n", "v٠٠٠١-20261123", "v0001-20261123 "])
+def test_versions_match_whole_and_ascii(tmp_path: Path, bad: str) -> None:
+    from sharelens.registry import check_version
+
+    with pytest.raises(SharelensError) as e:
+        check_version(bad)
+    assert e.value.code == "E227"
+
+
+@pytest.mark.parametrize("bad", ["staging\n", "prod\n", "x\r\n"])
+def test_names_and_aliases_match_whole(tmp_path: Path, bad: str) -> None:
+    from sharelens.registry import check_name
+
+    reg = Registry(tmp_path)
+    reg.register("m", "v0001-20261123")
+    with pytest.raises(SharelensError) as e:
+        reg.set_alias("m", bad, "v0001-20261123")
+    assert e.value.code == "E225"
+    with pytest.raises(SharelensError) as e:
+        check_name(bad)
+    assert e.value.code == "E226"
+    assert bad not in reg.entry("m")["aliases"]

@@ -1,3 +1,6 @@
+import re
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,3 +47,43 @@ def test_idempotent_and_offsets_consistent(raw: str) -> None:
     assert normalise(n.text).text == n.text
     assert len(n.offsets) == len(n.text)
     assert list(n.offsets) == sorted(n.offsets)
+
+
+# The truncation-marker pattern as it was before it became linear: the reference for what
+# `normalise` must still find (it backtracked quadratically on long runs of dots).
+_REFERENCE_TRUNCATED = re.compile(r"(?:\.{2,}|…+)\s*展开全文\s*c?\s*$")
+
+
+def _reference_start(raw: str) -> int | None:
+    from sharelens.text import _SPACE, _ZERO_WIDTH
+
+    m = _REFERENCE_TRUNCATED.search(raw.rstrip(_SPACE + _ZERO_WIDTH))
+    return m.start() if m else None
+
+
+@pytest.mark.parametrize("raw", [
+    "正文...展开全文", "正文…展开全文", "正文……  展开全文 c ", "正文 . 展开全文", "正文.展开全文", "正文..展开全文c",
+    "正文..展开全文cc", "正文..\x0b展开全文\x0bc\x0b", "..…展开全文", "…..展开全文", "展开全文", "...展开全文\n\u200b",
+    "正文...展开全文 x", "正文...展开 全文", "a" * 50 + "." * 3000 + "展开全文", "." * 2000, "…" * 2000,
+    "." * 2000 + " " * 2000 + "展开全文c", "." * 2000 + " " * 2000 + "x", " " * 3000 + "c", "",
+])
+def test_truncation_marker_is_found_as_the_reference_finds_it(raw: str) -> None:
+    start = _reference_start(raw)
+    n = normalise(raw)
+    assert n.truncated == (start is not None)
+    if start is not None:
+        assert n.text == normalise(raw[:start]).text
+
+
+@given(st.lists(st.sampled_from([".", "…", " ", "\u3000", "\x0b", "展开全文", "展开", "全文", "c", "x", "正",
+                                 "\u200b", "\n"]), max_size=30).map("".join))
+def test_truncation_marker_agrees_with_the_reference(raw: str) -> None:
+    assert normalise(raw).truncated == (_reference_start(raw) is not None)
+
+
+def test_long_runs_of_dots_are_read_in_one_pass() -> None:
+    """Correctness on the input that made the old pattern quadratic (its speed is measured in
+    sharelens/text.py's comment, not asserted here)."""
+    assert normalise("." * 20_000).text == "." * 20_000 and not normalise("." * 20_000).truncated
+    n = normalise("转发" + "." * 20_000 + "展开全文")
+    assert n.truncated and n.text == "转发"

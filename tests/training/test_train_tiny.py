@@ -24,6 +24,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "corpus"
 
 
+@pytest.mark.timeout(600)  # the whole pipeline: ~2 min on 2 free cores, more when they are shared
 def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> None:
     cfg = TrainConfig.load("tiny", {"data_dir": str(corpus_dir)})
     bundle = train(cfg, models_dir=tmp_path)
@@ -43,10 +44,28 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
         assert 0.0 <= test["tier"][row]["macro_f1"] <= 1.0, row
     refit = info.meta["tier_refit"]
     assert refit["validation_qwk_after"] >= refit["validation_qwk_before"] and refit["train_posts"] > 1000
+    motive_refit = info.meta["motive_refit"]  # second stage: kept only when validation does not drop
+    assert motive_refit["train_posts"] > 1000 and motive_refit["epochs"] == cfg.motive_refit_epochs
+    assert motive_refit["kept"] == (motive_refit["validation_macro_f1_after"] >= motive_refit["validation_macro_f1_before"])
     assert test["motive"]["confident_errors"].keys() == set(MOTIVES)
     assert (bundle / "eval" / "report.md").exists() and list((bundle / "eval").glob("*.png"))
     assert Registry(tmp_path).resolve(cfg.name, "latest")[1] == bundle
     assert not (tmp_path / cfg.name / "_runs").exists() or not any((tmp_path / cfg.name / "_runs").iterdir())
+
+    # `sharelens refit --heads motive`: a new version; the encoder and the tier head are copied unchanged
+    from safetensors.torch import load_file
+
+    from training.refit import refit_bundle
+
+    again, reports = refit_bundle(bundle, heads=("motive",), models_dir=tmp_path)
+    assert again != bundle and verify_bundle(again).meta["refit_from"] == info.version
+    assert set(reports) == {"motive"} and json.loads((again / "motive_refit.json").read_text()) == reports["motive"]
+    old, new = load_file(bundle / "model.safetensors"), load_file(again / "model.safetensors")
+    assert old.keys() == new.keys()
+    for k in old:
+        if not k.startswith("motive_head."):
+            assert (old[k] == new[k]).all(), k
+    assert Registry(tmp_path).resolve(cfg.name, "latest")[1] == again
 
 
 class _KillMidEpoch(TrainerCallback):

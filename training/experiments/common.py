@@ -1,0 +1,33 @@
+"""What every quick experiment shares: where the built corpus and caches are, and which posts."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+JSONL = REPO / "data" / "build" / "jsonl"
+CACHE = REPO / "data" / "build" / "experiments"
+ENCODER = REPO / "models" / "base" / "multilingual-e5-small-zh"
+
+# the default profile's training splits, and the validation splits experiments are read on
+TRAIN_SPLITS = ("train", "ordinary_train", "aux_cctv", "aux_ced", "aux_spam")
+VALIDATION_SPLITS = ("validation", "ordinary_validation")
+EXPERIMENT_SPLITS = TRAIN_SPLITS + VALIDATION_SPLITS
+TIER_DOMAINS = {"feed", "ordinary"}  # = training.data.TIER_TRAINED_DOMAINS
+
+
+@cache
+def read(split: str) -> tuple[dict, ...]:
+    with (JSONL / f"{split}.jsonl").open(encoding="utf-8") as fh:
+        return tuple(json.loads(line) for line in fh)
+
+
+def experiment_rows(split: str) -> list[dict]:
+    """The posts a head learns from (motive-annotated or tier-trained), as `training.data` keeps them;
+    every post of a validation split."""
+    rows = read(split)
+    if split in VALIDATION_SPLITS:
+        return list(rows)
+    return [r for r in rows if r.get("motive") or r["domain"] in TIER_DOMAINS]

@@ -1,0 +1,62 @@
+"""A new version of a bundle with one or both heads refit on its frozen encoder (the second stage of
+`make train`, runnable on its own): `python -m training.cli refit [--heads motive tier]`.
+
+The encoder and everything not refit are copied; the new version records where it came from and
+what each refit measured on validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sharelens.bundle import load_model, save_bundle, verify_bundle
+from sharelens.errors import SharelensError
+from sharelens.registry import Registry
+from training.data import load_corpus
+
+HEADS = ("motive", "tier")
+
+
+def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tuple[Path, dict]:
+    """(new bundle folder, {head: report dict})."""
+    from training.motive_refit import refit_motive_head
+    from training.tier_refit import refit_tier_head
+    from training.train import MODELS_DIR, data_fingerprint, git_commit, resolve_path
+
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads:
+        raise SharelensError("E321", f"heads to refit must be among {list(HEADS)}, not {list(heads)}")
+    info = verify_bundle(Path(bundle))
+    model, tokenizer = load_model(info, runtime="transformers")
+    features = getattr(model, "context_features", None)
+    if "tier" in heads and features is None:
+        raise SharelensError("E320", f"{bundle} has a text-only tier head; train a context-aware model first")
+    cfg = yaml.safe_load((info.path / "train_config.yaml").read_text(encoding="utf-8"))
+    data_dir = resolve_path(cfg.get("data_dir", "data/build/corpus"))
+    corpus = load_corpus(data_dir)
+    reports: dict[str, dict] = {}
+    if "motive" in heads:
+        reports["motive"] = refit_motive_head(
+            model, tokenizer, corpus, cfg["train_splits"], cfg["validation_split"], info.max_length,
+            epochs=int(cfg.get("motive_refit_epochs") or 60),
+            class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42))
+        ).to_dict()
+    if "tier" in heads:
+        reports["tier"] = refit_tier_head(model, tokenizer, features, corpus, cfg["train_splits"],
+                                          cfg["validation_split"], info.max_length,
+                                          cfg.get("observed_age", True)).to_dict()
+    root = Path(models_dir or MODELS_DIR)
+    registry = Registry(root)
+    version = registry.next_version(info.name)
+    meta = {k: v for k, v in info.meta.items() if k not in ("format", "library_versions", "name", "version", "files")}
+    meta.update({"version": version, "refit_from": info.version, "git_commit": git_commit(),
+                 "data_fingerprint": data_fingerprint(Path(data_dir))})
+    meta.update({f"{head}_refit": report for head, report in reports.items()})
+    dest = save_bundle(root / info.name / version, model, tokenizer, meta,
+                       (info.path / "train_config.yaml").read_text(encoding="utf-8"), context_features=features)
+    registry.register(info.name, version, {"profile": cfg.get("profile"), "refit_from": info.version})
+    for head, report in reports.items():
+        (dest / f"{head}_refit.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return dest, reports
