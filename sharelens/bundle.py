@@ -13,6 +13,8 @@ models/<name>/<version>/
   train_config.yaml      the resolved training config
   bundle.json            format, versions, git commit, data fingerprint, timings, file hashes
   eval/                  metrics.json, report.md, plots
+  README.md              the model card (Hugging Face header; training/model_card.py): use, data and
+                         licences, agreement, figures with bootstrap intervals, failure modes
 """
 
 from __future__ import annotations

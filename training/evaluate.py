@@ -247,6 +247,10 @@ def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: boo
     tag = "" if data is None else f"-{Path(data).stem}"
     write_json(eval_dir / f"metrics{tag}.json", doc)
     report = write_report(doc, eval_dir, tag)
+    if data is None:  # the card states the held-out figures, not those of an ad-hoc file
+        from training.model_card import write_model_card
+
+        write_model_card(bundle)
     print(summary_table(doc))
     print(f"Report: {report}")
     if registry is not None and data is None and "test" in results:

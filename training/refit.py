@@ -56,6 +56,9 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
     meta.update({f"{head}_refit": report for head, report in reports.items()})
     dest = save_bundle(root / info.name / version, model, tokenizer, meta,
                        (info.path / "train_config.yaml").read_text(encoding="utf-8"), context_features=features)
+    from training.model_card import write_model_card
+
+    write_model_card(dest)
     registry.register(info.name, version, {"profile": cfg.get("profile"), "refit_from": info.version})
     for head, report in reports.items():
         (dest / f"{head}_refit.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -267,6 +267,9 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
     bundle = save_bundle(models_dir / cfg.name / version, trainer.model, tokenizer, meta,
                          yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), last_weights=last,
                          context_features=features)
+    from training.model_card import write_model_card
+
+    write_model_card(bundle)  # `make eval` below rewrites it with the measured figures
     registry.register(cfg.name, version, {"profile": cfg.profile, "best_validation_score": trainer.state.best_metric})
     shutil.rmtree(run_dir, ignore_errors=True)  # finished: the bundle holds everything worth keeping
     print(f"Saved {cfg.name} {version} -> {bundle}")

@@ -48,6 +48,10 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     assert motive_refit["train_posts"] > 1000 and motive_refit["epochs"] == cfg.motive_refit_epochs
     assert motive_refit["kept"] == (motive_refit["validation_macro_f1_after"] >= motive_refit["validation_macro_f1_before"])
     assert test["motive"]["confident_errors"].keys() == set(MOTIVES)
+    # the model card travels in the bundle and states the figures `make eval` measured, with intervals
+    card = (bundle / "README.md").read_text(encoding="utf-8")
+    lo, hi = test["motive"]["model"]["macro_f1_ci95"]
+    assert card.startswith("---\n") and f"{test['motive']['model']['macro_f1']:.3f} ({lo:.3f}–{hi:.3f})" in card
     assert (bundle / "eval" / "report.md").exists() and list((bundle / "eval").glob("*.png"))
     assert Registry(tmp_path).resolve(cfg.name, "latest")[1] == bundle
     assert not (tmp_path / cfg.name / "_runs").exists() or not any((tmp_path / cfg.name / "_runs").iterdir())
