@@ -22,7 +22,7 @@ import torch
 from sharelens.labels import MOTIVE2ID, MOTIVES
 from sharelens.modeling import ShareLensModel
 from training.data import motive_class_weights
-from training.tier_refit import _pooled
+from training.tier_refit import pooled_vectors
 
 
 @dataclass
@@ -70,8 +70,8 @@ def refit_motive_head(model: ShareLensModel, tokenizer, corpus, train_splits: li
     """Refit `model.motive_head` in place on the read posts of the training splits."""
     rows = [r for s in train_splits if s in corpus for r in corpus[s] if r["motive"]]
     val = [r for r in corpus[validation_split] if r["motive"]]
-    z = _pooled(model, tokenizer, [r["text"] for r in rows], max_length)
-    zv = _pooled(model, tokenizer, [r["text"] for r in val], max_length)
+    z = pooled_vectors(model, tokenizer, [r["text"] for r in rows], max_length)
+    zv = pooled_vectors(model, tokenizer, [r["text"] for r in val], max_length)
     y = torch.tensor([MOTIVE2ID[r["motive"]] for r in rows])
     yv = np.array([MOTIVE2ID[r["motive"]] for r in val])
     before = _macro_f1(model.motive_head, zv, yv)

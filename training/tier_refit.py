@@ -41,7 +41,9 @@ class RefitReport:
 
 
 @torch.no_grad()
-def _pooled(model: ShareLensModel, tokenizer, texts: list[str], max_length: int, batch: int = 64) -> torch.Tensor:
+def pooled_vectors(model: ShareLensModel, tokenizer, texts: list[str], max_length: int, batch: int = 64) -> torch.Tensor:
+    """The frozen encoder's pooled vectors of `texts`, in input order (shortest first in batches, so
+    padding stays small); what both head refits train on."""
     model.eval()
     order = np.argsort([len(t) for t in texts])
     out = torch.zeros(len(texts), model.encoder.config.hidden_size)
@@ -70,8 +72,8 @@ def refit_tier_head(model: ShareLensModel, tokenizer, features: ContextFeatures,
     torch.manual_seed(seed)
     rows = [r for s in train_splits if s in corpus for r in corpus[s] if r["domain"] in TIER_TRAINED_DOMAINS]
     val = [r for r in corpus[validation_split] if r["domain"] in TIER_TRAINED_DOMAINS]
-    z = _pooled(model, tokenizer, [r["text"] for r in rows], max_length)
-    zv = _pooled(model, tokenizer, [r["text"] for r in val], max_length)
+    z = pooled_vectors(model, tokenizer, [r["text"] for r in rows], max_length)
+    zv = pooled_vectors(model, tokenizer, [r["text"] for r in val], max_length)
     ids = torch.tensor([record_context_ids(features, r, observed_age) for r in rows], dtype=torch.long)
     # validation as served: the caller's context, no observed age
     ids_v = torch.tensor([features.encode(Post.from_record(r).context) for r in val], dtype=torch.long)
