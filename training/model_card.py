@@ -84,6 +84,18 @@ def _row_order(item: tuple[str, Any]) -> tuple[int, str]:
     return (0 if name == "model" else 1 if name.startswith("model") else 2, name)
 
 
+def _head_table(res: dict, caption: str, header: str, key: str, cells, calibration: str) -> list[str]:
+    """One head's table on one set: a row per model (those with `key`), then its calibration line."""
+    out = [caption, "", header, "|" + "---|" * header.count(" | ") + "---|"]
+    for who, row in sorted(res.items(), key=_row_order):
+        if isinstance(row, dict) and key in row:
+            out.append(f"| {who} | {cells(row)} |")
+    cal = res.get("calibration")
+    if cal:
+        out += ["", calibration.format(before=cal["ece_before"], after=cal["ece_after"])]
+    return out + [""]
+
+
 def _metrics_section(metrics: dict | None) -> list[str]:
     if not metrics:
         return ["Not evaluated yet: run `make eval MODEL=<name> VERSION=<version>`; it rewrites this card with the",
@@ -98,29 +110,17 @@ def _metrics_section(metrics: dict | None) -> list[str]:
         out += [f"### {name} ({res.get('posts', 0)} posts)", ""]
         if "motive" in res:
             m = res["motive"]
-            out += [f"Share motive ({m['model']['n']} posts read by annotators):", "",
-                    "| model | macro-F1 | accuracy | top-2 |", "|---|---|---|---|"]
-            for who, row in sorted(m.items(), key=_row_order):
-                if isinstance(row, dict) and "macro_f1" in row:
-                    out.append(f"| {who} | {row['macro_f1']:.3f}{_ci(row, 'macro_f1')} | {row['accuracy']:.3f} "
-                               f"| {row['top2_accuracy']:.3f} |")
-            cal = m.get("calibration")
-            if cal:
-                out += ["", f"Calibration error (ECE, 10 bins): {cal['ece_before']:.3f} before, "
-                        f"{cal['ece_after']:.3f} after the temperature fitted on validation."]
-            out.append("")
+            out += _head_table(m, f"Share motive ({m['model']['n']} posts read by annotators):",
+                               "| model | macro-F1 | accuracy | top-2 |", "macro_f1",
+                               lambda r: f"{r['macro_f1']:.3f}{_ci(r, 'macro_f1')} | {r['accuracy']:.3f} | "
+                                         f"{r['top2_accuracy']:.3f}",
+                               "Calibration error (ECE, 10 bins): {before:.3f} before, {after:.3f} after the "
+                               "temperature fitted on validation.")
         if "tier" in res:
             t = res["tier"]
-            out += [f"Engagement tier ({t['model']['n']} posts):", "", "| model | QWK | macro-F1 |", "|---|---|---|"]
-            for who, row in sorted(t.items(), key=_row_order):
-                if isinstance(row, dict) and "qwk" in row:
-                    out.append(f"| {who} | {row['qwk']:.3f}{_ci(row, 'qwk')} | {row['macro_f1']:.3f}"
-                               f"{_ci(row, 'macro_f1')} |")
-            cal = t.get("calibration")
-            if cal:
-                out += ["", f"Calibration error (ECE): {cal['ece_before']:.3f} before, {cal['ece_after']:.3f} after "
-                        "the temperature."]
-            out.append("")
+            out += _head_table(t, f"Engagement tier ({t['model']['n']} posts):", "| model | QWK | macro-F1 |", "qwk",
+                               lambda r: f"{r['qwk']:.3f}{_ci(r, 'qwk')} | {r['macro_f1']:.3f}{_ci(r, 'macro_f1')}",
+                               "Calibration error (ECE): {before:.3f} before, {after:.3f} after the temperature.")
     return out
 
 
