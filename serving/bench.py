@@ -16,8 +16,15 @@ For each configuration a fresh server process (SHARELENS_BACKEND, SHARELENS_RUNT
 In this process: single-text p50 and batch throughput of sharelens' Predictor per backend, and a
 plain `transformers` pipeline("text-classification") over the same encoder weights (a
 sequence-classification model built from the bundle's encoder; its pooler/head differ, the
-compute is the same); explanation faithfulness: AOPC comprehensiveness vs random deletion
-(serving.faithfulness) per backend (explanations are the fp32 network's; rescoring uses the backend).
+compute is the same); the explanation-method table: for each method (sharelens.explain.METHODS)
+on the last configuration, latency per post and AOPC comprehensiveness and sufficiency against
+random words (serving.faithfulness; occlusion re-scores with the served network, the gradient
+methods differentiate the fp32 one). The server's /predict explain row uses its default method.
+A peer (`onnx_bench`; `--no-onnx` skips it, a missing onnxruntime prints it as unavailable):
+ONNX Runtime fp32 and int8 (quantize_dynamic) on the same bundle (sharelens.onnx_runtime), the
+same posts and batch size, beside the served int8 lean path, with motive and tier macro-F1 of
+each on the labelled posts of --posts and a verdict: is the served path at least as fast as ORT
+int8 at equal accuracy (within 0.5 macro-F1 points on both heads)?
 
 Posts come from the held-out test split (data/build/jsonl/test.jsonl): real length, real text.
 Targets (for the last configuration): batch throughput >= 2x the baseline, single p50 <= 20 ms,
@@ -56,8 +63,8 @@ def load_posts(path: Path, n: int) -> list[str]:
 
 
 BACKENDS = ("fp32", "int8")
-RUNTIMES = ("lean", "transformers")
-DEFAULT_CONFIGS = "fp32:transformers,fp32,int8"
+RUNTIMES = ("lean", "transformers", "onnxruntime")
+DEFAULT_CONFIGS = "fp32:transformers,fp32,int8:onnxruntime,int8"
 TARGETS = {"batch_speedup": 2.0, "single_p50_ms": 20.0, "server_rss_bytes": 1.2e9, "cold_start_s": 5.0}
 
 
@@ -136,6 +143,12 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def _motive_probs(response: dict) -> dict[str, float]:
     return {p["motive"]: p["probability"] for p in response["results"][0]["motive"]["probabilities"]}
+
+
+def reference_key(backend: str, runtime: str) -> str:
+    """Which in-process outputs a server of this configuration must match: lean and transformers
+    compute the same numbers per backend; ONNX Runtime's int8 quantises differently."""
+    return f"{backend} onnxruntime" if runtime == "onnxruntime" else backend
 
 
 def which_backend(served: dict[str, float], references: dict[str, dict[str, float]]) -> tuple[str, float]:
@@ -271,6 +284,188 @@ def inprocess_bench(posts: list[str], bundle: Path, single_n: int,
     return out, preds
 
 
+# -- ONNX Runtime as a peer (issue 12) -----------------------------------------------------------
+ORT_NAMES = ("onnxruntime fp32", "onnxruntime int8")
+SERVED_INT8 = "int8 lean"
+EQUAL_POINTS = 0.5  # "equal accuracy": within this many macro-F1 points on both heads
+
+
+def heads_macro_f1(pred, rows: list[dict]) -> dict:
+    """Motive and tier macro-F1 on the labelled rows as `make eval` computes its "model" rows
+    (full context, calibrated probabilities, training.metrics), and the top motives for agreement."""
+    import numpy as np
+
+    from sharelens.labels import MOTIVE2ID, TIERS
+    from sharelens.text import normalise_text
+    from training.evaluate import posts_of
+    from training.metrics import motive_metrics, tier_metrics
+
+    posts = posts_of(rows)
+    raw, _ = pred.logits([normalise_text(p.text) for p in posts], context_ids=pred.context_ids(posts))
+    mp, tp = pred.probabilities(raw)
+    m_idx = [i for i, r in enumerate(rows) if r.get("motive")]
+    t_idx = [i for i, r in enumerate(rows) if r.get("tier")]
+    out: dict = {"motive_posts": len(m_idx), "tier_posts": len(t_idx), "top_motive": mp.argmax(1).tolist()}
+    if m_idx:
+        out["motive_macro_f1"] = motive_metrics(np.array([MOTIVE2ID[rows[i]["motive"]] for i in m_idx]),
+                                                mp[m_idx])["macro_f1"]
+    if t_idx:
+        out["tier_macro_f1"] = tier_metrics(np.array([TIERS.index(rows[i]["tier"]) for i in t_idx]),
+                                            tp[t_idx])["macro_f1"]
+    return out
+
+
+def onnx_bench(posts: list[str], bundle: Path, single_n: int, preds: dict, labelled: Path,
+               rounds: int = 2) -> dict:
+    """ONNX Runtime fp32 and int8 on the same bundle and posts (sharelens.onnx_runtime), timed by
+    predictor_bench like the torch paths; the served int8 lean path re-timed beside ORT int8
+    (alternating, best of `rounds` each, so both see the same machine load); motive and tier
+    macro-F1 of each on the labelled posts of `labelled`. {"error": one line} when onnxruntime is
+    missing or the bundle cannot be exported."""
+    from sharelens.errors import SharelensError
+    from sharelens.onnx_runtime import OnnxPredictor, unavailable
+    from sharelens.predictor import Predictor
+
+    why = unavailable()
+    if why is not None:
+        return {"error": why}
+    out: dict = {}
+    t = time.perf_counter()
+    try:
+        ort = {name: OnnxPredictor.from_bundle(bundle, precision=name.split()[1]) for name in ORT_NAMES}
+    except Exception as exc:  # noqa: BLE001 - a peer that cannot be exported must not end the bench
+        return {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"}
+    out["load_s"] = time.perf_counter() - t  # includes the export when the cache was stale
+    out["threads"], out["rounds"] = ort[ORT_NAMES[1]].threads, rounds
+    out["export"] = {"folder": str(ort[ORT_NAMES[1]].folder),
+                     **{k: ort[ORT_NAMES[1]].manifest.get(k) for k in ("export_s", "quantize_s", "quantization")}}
+    served = preds.get(SERVED_INT8)
+    if served is None:
+        try:
+            served = Predictor.from_bundle(bundle, backend="int8")
+        except SharelensError as exc:
+            out["served_error"] = str(exc)
+    out[ORT_NAMES[0]] = predictor_bench(ort[ORT_NAMES[0]], posts, single_n)
+    pair = {ORT_NAMES[1]: ort[ORT_NAMES[1]], **({SERVED_INT8: served} if served is not None else {})}
+    for _ in range(rounds):
+        for name, pred in pair.items():
+            got, best = predictor_bench(pred, posts, single_n), out.get(name)
+            out[name] = got if best is None else {
+                "single_p50_ms": min(best["single_p50_ms"], got["single_p50_ms"]),
+                "batch_posts_per_s": max(best["batch_posts_per_s"], got["batch_posts_per_s"])}
+    if labelled.exists():
+        from training.evaluate import read_records
+
+        rows = [r for r in read_records(labelled) if r.get("motive") or r.get("tier")]
+        scored = {"fp32 lean": preds.get("fp32 lean"), SERVED_INT8: served, **ort}
+        acc = {name: heads_macro_f1(pred, rows) for name, pred in scored.items() if pred is not None}
+        ref = acc[ORT_NAMES[0]].pop("top_motive")
+        for a in acc.values():
+            top = a.pop("top_motive", ref)
+            a["top_motive_agrees_with_fp32"] = sum(x == y for x, y in zip(top, ref, strict=True)) / max(1, len(ref))
+        out["accuracy"] = acc
+    return out
+
+
+def onnx_verdict(o: dict) -> str:
+    """"served int8 lean vs ORT int8: ..." from onnx_bench's figures."""
+    served, peer = o.get(SERVED_INT8), o.get(ORT_NAMES[1])
+    if not served or not peer:
+        return f"served int8 lean vs ORT int8: not compared ({o.get('error') or o.get('served_error') or 'no figures'})"
+
+    def speed(x: float) -> str:
+        return f"x{x:.2f} faster" if x >= 1 else f"x{1 / x:.2f} slower"
+
+    single = peer["single_p50_ms"] / served["single_p50_ms"]
+    batch = served["batch_posts_per_s"] / peer["batch_posts_per_s"]
+    text = f"served int8 lean vs ORT int8: single p50 {speed(single)}, batch throughput {speed(batch)}"
+    acc = o.get("accuracy") or {}
+    if SERVED_INT8 not in acc or ORT_NAMES[1] not in acc:
+        return text + " (accuracy not measured)"
+    gaps = {h: 100 * (acc[ORT_NAMES[1]][f"{h}_macro_f1"] - acc[SERVED_INT8][f"{h}_macro_f1"])
+            for h in ("motive", "tier") if f"{h}_macro_f1" in acc[SERVED_INT8]}
+    said = ", ".join(f"{h} {g:+.2f}" for h, g in gaps.items())
+    if not gaps:
+        return text + " (no labelled posts: accuracy not measured)"
+    if all(abs(g) <= EQUAL_POINTS for g in gaps.values()):
+        met = single >= 1 and batch >= 1
+        return (text + f" at equal accuracy (ORT int8 - served, macro-F1 points: {said}); "
+                f"served at least as fast: {'yes' if met else 'NO'}")
+    return (text + f"; accuracy NOT equal (ORT int8 - served, macro-F1 points: {said}; the rule is "
+            f"within {EQUAL_POINTS}), so the speeds are not at equal accuracy")
+
+
+def onnx_rows(o: dict | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, value) rows of the ONNX Runtime peer for `render`, and its verdict line."""
+    if not o:
+        return [], []
+    if "skipped" in o or "error" in o:
+        why = f"skipped ({o['skipped']})" if "skipped" in o else f"unavailable: {o['error']}"
+        return [(f"in-process {n}: single p50 / batch", why) for n in ORT_NAMES], []
+    rows = []
+    for n in (*ORT_NAMES, SERVED_INT8):
+        f = o.get(n)
+        if f:
+            best = f"best of {o.get('rounds')}, alternating"
+            note = {ORT_NAMES[0]: f" ({o.get('threads')} threads)", ORT_NAMES[1]: f" ({o.get('threads')} threads, {best})",
+                    SERVED_INT8: f" (the served int8 path, {best})"}[n]
+            rows.append((f"in-process {n}: single p50 / batch{note}",
+                         f"{f['single_p50_ms']:.1f} ms / {f['batch_posts_per_s']:.1f} posts/s"))
+    for n, a in (o.get("accuracy") or {}).items():
+        rows.append((f"macro-F1 motive / tier, {n} ({a.get('motive_posts')} / {a.get('tier_posts')} labelled posts)",
+                     f"{_fmt(a.get('motive_macro_f1'), '.4f')} / {_fmt(a.get('tier_macro_f1'), '.4f')} "
+                     f"(top motive = fp32's on {a['top_motive_agrees_with_fp32']:.1%})"))
+    return rows, [f"Verdict: {onnx_verdict(o)}"]
+
+
+# -- explanation methods (issue 12) ------------------------------------------------------------
+EXPLAIN_TARGETS = {"p50_ms": 200.0, "p95_ms": 600.0}
+
+
+def explain_methods_bench(pred, config: str, posts: list[str]) -> dict:
+    """Each explanation method on the served configuration, in this process with the server's
+    explanation threads (all cores): latency per post (both targets, as the API computes them)
+    and AOPC comprehensiveness / sufficiency against random words (serving.faithfulness)."""
+    if pred is None:
+        return {"error": f"{config} could not be loaded"}
+    from serving.faithfulness import compare_methods
+    from serving.settings import Settings
+    from sharelens.explain import warm_up
+
+    settings = Settings()
+    warm_up()
+    rows = compare_methods(pred, posts, steps=settings.explain_steps)
+    for row in rows:
+        row.pop("latency_ms", None)
+    return {"config": config, "posts": len(posts), "default": settings.explain_method,
+            "ig_steps": settings.explain_steps, "rows": rows}
+
+
+def render_explain_methods(e: dict | None) -> list[str]:
+    """The explanation-method table: one row per method, the served default marked, the targets."""
+    if not e:
+        return []
+    if "error" in e:
+        return [f"Explanation methods: unavailable ({e['error']})"]
+    rows = e["rows"]
+    ig = next((r for r in rows if r["method"] == "integrated_gradients"), None)
+    out = [f"Explanation methods on {e['config']} ({e['posts']} posts; integrated_gradients with {e['ig_steps']} "
+           "steps): latency per post, AOPC comprehensiveness (higher: better) and sufficiency (lower: better), "
+           "each beside deleting / keeping as many random words; target: p50 <= 200 ms, p95 <= 600 ms, "
+           "comprehensiveness not below integrated_gradients'",
+           "| method | p50 / p95 | comprehensiveness (random) | sufficiency (random) | target met |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        fast = r["p50_ms"] is not None and r["p50_ms"] <= EXPLAIN_TARGETS["p50_ms"] and r["p95_ms"] <= EXPLAIN_TARGETS["p95_ms"]
+        faithful = ig is None or r["attributed"] >= ig["attributed"] - 1e-9
+        name = r["method"] + (" (served default)" if r["method"] == e.get("default") else "")
+        out.append(f"| {name} | {_fmt(r['p50_ms'], '.0f')} / {_fmt(r['p95_ms'], '.0f')} ms | "
+                   f"{r['attributed']:.3f} ({r['random']:.3f}) | {r['sufficiency']:.3f} ({r['sufficiency_random']:.3f}) | "
+                   f"{'yes' if fast and faithful else 'NO'}"
+                   f"{'' if fast else ' (slow)'}{'' if faithful else ' (less faithful)'} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from sharelens.errors import SharelensError
     from sharelens.registry import Registry
@@ -283,13 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=256, help="posts for throughput")
     ap.add_argument("--single", type=int, default=100, help="sequential single-text requests")
     ap.add_argument("--explain", type=int, default=10, help="requests with explanations")
-    ap.add_argument("--aopc", type=int, default=50, help="posts for the faithfulness figure (0: skip)")
+    ap.add_argument("--aopc", type=int, default=50, help="posts for the explanation-method table: latency and "
+                    "faithfulness of each method on the served configuration (0: skip)")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS,
                     help="comma-separated backend[:runtime] (backend fp32|int8, runtime lean|transformers; "
                     "default lean); the first is the baseline")
     ap.add_argument("--threads", type=int, default=None,
                     help="model threads of the servers (SHARELENS_MODEL_THREADS; default: one per core)")
     ap.add_argument("--no-http", action="store_true", help="skip the server measurements")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime peer (sharelens.onnx_runtime)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
     try:
@@ -315,20 +512,14 @@ def main(argv: list[str] | None = None) -> int:
                  "cpu_threads": os.cpu_count(), "torch_threads": torch.get_num_threads(), "configs": names,
                  "load_avg_start": os.getloadavg()[0]}
     res["inprocess"], preds = inprocess_bench(posts, bundle, a.single, configs)
+    res["onnx"] = {"skipped": "--no-onnx"} if a.no_onnx else onnx_bench(posts, bundle, a.single, preds, a.posts)
     references: dict[str, dict[str, float]] = {}
-    for (backend, _), name in zip(configs, names, strict=True):
-        if name in preds and backend not in references:
-            references[backend] = dict(zip(_MOTIVES(), map(float, preds[name].predict([posts[0]])[0].motive_probs),
+    for (backend, runtime), name in zip(configs, names, strict=True):
+        if name in preds and reference_key(backend, runtime) not in references:
+            references[reference_key(backend, runtime)] = dict(zip(_MOTIVES(), map(float, preds[name].predict([posts[0]])[0].motive_probs),
                                            strict=True))
     if a.aopc:
-        from dataclasses import asdict
-
-        from serving.faithfulness import aopc
-
-        res["aopc"] = {}
-        for (backend, _), name in zip(configs, names, strict=True):
-            if name in preds and backend not in res["aopc"]:  # runtimes give identical scores
-                res["aopc"][backend] = asdict(aopc(preds[name], posts[: a.aopc]))
+        res["explain_methods"] = explain_methods_bench(preds.get(names[-1]), names[-1], posts[: a.aopc])
     del preds
     if not a.no_http:
         res["http"] = {}
@@ -417,12 +608,12 @@ def render(r: dict) -> str:
         rows.append(["server peak memory (VmHWM)", *col(http, "server_peak_rss_mb", ".0f", " MiB"), "", "", ""])
         served = []
         for n in names:
-            backend = n.split()[0]
+            backend, runtime = n.split()
             got, said = _get(http, n, "served_backend"), _get(http, n, "reported")
             if got is None:
                 served.append("unavailable" if "error" in http.get(n, {}) else "not checked")
             else:
-                fine = got == backend and said == n
+                fine = got == reference_key(backend, runtime) and said == n
                 served.append(f"{said} ({'verified' if fine else 'EXPECTED ' + n})")
         rows.append(["what the server ran (/readyz + probabilities)", *served, "", "", ""])
     rows.append(["in-process load (imports already paid)", *col(inproc, "load_s", ".2f", " s"), "", "", ""])
@@ -431,6 +622,8 @@ def render(r: dict) -> str:
                  text + (" faster" if text else ""), "", ""])
     text, x = ratio(inproc, "batch_posts_per_s")
     rows.append(["in-process batch throughput", *col(inproc, "batch_posts_per_s", ".1f", " posts/s"), text, "", ""])
+    onnx_table, verdict = onnx_rows(r.get("onnx"))
+    rows.extend([label_, value, *pad, "", "", ""] for label_, value in onnx_table)
     if "pipeline" in inproc:
         pl = inproc["pipeline"]
         rows.append(["transformers pipeline (fp32): single p50 / batch",
@@ -455,7 +648,8 @@ def render(r: dict) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     fmt_row = lambda row: "| " + " | ".join(f"{str(c):<{w}}" for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
     table = [fmt_row(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt_row, rows)]
-    return "\n".join([*head, *table, *[f"Note: {n}" for n in notes]])
+    methods = render_explain_methods(r.get("explain_methods"))
+    return "\n".join([*head, *table, *[f"Note: {n}" for n in notes], *verdict, *([""] if methods else []), *methods])
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def _predict(args: argparse.Namespace) -> int:
                               "context": _context_arguments(args)})
     posts = parsing.check_request(req, settings)
     store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
-                       loader=loader_for(settings.backend, settings.runtime))
+                       loader=loader_for(settings.backend, settings.runtime,
+                                                   settings.resolved_torch_threads()))
     explainer = Explainer(settings.explain_steps, settings.explain_top_k)
     response = service.predict(store, posts, explainer, explain=req.explain, model=req.model)
     print(render(response, response.results[0]))
@@ -110,18 +111,24 @@ def _context_arguments(args: argparse.Namespace) -> dict | None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from serving.metrics import multiprocess_dir
+
     # Environment, not arguments: with --workers > 1 every worker builds its own app from it.
     for key, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers),
                        ("MODELS_DIR", args.models_dir)):
         if value is not None:
             os.environ[f"SHARELENS_{key}"] = str(value)
     settings = Settings()
+    os.environ["SHARELENS_HEADER_TIMEOUT_S"] = str(settings.header_timeout_s)  # checked, for serving.protocol
     _exit_quietly_after_drain()
-    uvicorn.run(APP, **uvicorn_options(settings))
+    # Before uvicorn starts (spawns) the workers, so that they import prometheus_client with it.
+    with multiprocess_dir(settings.workers):
+        uvicorn.run(APP, **uvicorn_options(settings))
     return 0
 
 
 APP = "serving.main:app_factory"
+HTTP_PROTOCOL = "serving.protocol:HeadTimeoutH11Protocol"  # h11, plus a deadline for the request head
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -136,12 +143,13 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     - limit_concurrency: beyond it uvicorn answers 503 before the app, so a connection flood costs
       sockets, not model time (the app's own queues answer 429 well below it);
     - timeout_keep_alive: idle keep-alive connections close. uvicorn has no timer for a request
-      head still arriving: the header cap and limit_concurrency bound that, and the body has its
-      own timeout (SHARELENS_BODY_TIMEOUT_S, serving.parsing);
+      head still arriving: serving.protocol (h11 with a head deadline, SHARELENS_HEADER_TIMEOUT_S,
+      read by each worker from the environment) closes a connection whose head is not in within
+      it; the body has its own timeout (SHARELENS_BODY_TIMEOUT_S, serving.parsing);
     - timeout_graceful_shutdown: the whole shutdown budget; the drain after it gets what is left
       (serving.shutdown), so SIGTERM to exit stays within SHARELENS_SHUTDOWN_TIMEOUT_S."""
     return {"factory": True, "host": settings.host, "port": settings.port, "workers": settings.workers,
-            "proxy_headers": False, "http": "h11", "h11_max_incomplete_event_size": settings.max_header_bytes,
+            "proxy_headers": False, "http": HTTP_PROTOCOL, "h11_max_incomplete_event_size": settings.max_header_bytes,
             "limit_concurrency": settings.max_connections, "timeout_keep_alive": settings.keep_alive_timeout_s,
             "timeout_graceful_shutdown": settings.shutdown_timeout_s}
 

@@ -58,6 +58,10 @@ RELOAD_REFUSED = "reload refused: {version} could not be loaded ({code}: {reason
 NOT_FOUND = "not found"
 METHOD_NOT_ALLOWED = "method not allowed"
 HTTP_ERROR = "request refused: {reason}"
+UNKNOWN_EXPLAIN_METHOD = "unknown explain_method: {value}; one of {methods}"
+EXPLAIN_DEADLINE = "explanation not finished within {seconds} s; retry later"
+CLIENT_GONE = "client closed the request before its explanation was done"
+EXPLAIN_SHARE = "this client's share of explanations is used up; retry after Retry-After seconds"
 CLI_BOOLEAN = "--{name} takes true or false, not {value}"
 CLI_HISTORY_PAIR = "--history-posts and --history-median go together"
 
@@ -130,6 +134,10 @@ CATALOG: tuple[Code, ...] = (
          "this sharelens: retrain the bundle"),
     _lib("E252", "unknown runtime", "a runtime other than auto, lean or transformers was asked for"),
     _lib("E253", "int8 off the CPU", "the int8 backend runs on the CPU only; use fp32 on an accelerator"),
+    _lib("E254", "onnxruntime off the CPU", "the onnxruntime runtime is run on the CPU here; use fp32 lean on an "
+         "accelerator"),
+    _lib("E255", "onnxruntime not installed", "SHARELENS_RUNTIME=onnxruntime (or the bench's ONNX peer) needs "
+         "onnxruntime and onnx: `pip install -e '.[bench]'`"),
     Code("E401", 422, EMPTY_TEXT, "a text is empty, whitespace or zero-width characters only"),
     Code("E402", 413, TEXT_TOO_LONG, "a text is longer than SHARELENS_MAX_TEXT_CHARS characters"),
     Code("E403", 413, BATCH_TOO_LARGE, "more texts or posts than SHARELENS_MAX_BATCH"),
@@ -181,6 +189,17 @@ CATALOG: tuple[Code, ...] = (
     Code("E444", 431, HEADERS_TOO_LARGE, "path, query and headers together exceed SHARELENS_MAX_HEADER_BYTES"),
     Code("E445", 400, CORS_REFUSED, "a browser's preflight from an origin (or with a method or header) not in "
          "SHARELENS_CORS_ORIGINS and the allowed lists"),
+    _cli("E460", "unknown explanation method {method!r}; one of {methods}",
+         "faithfulness: --methods names a method sharelens does not have"),
+    Code("E461", 422, UNKNOWN_EXPLAIN_METHOD, "explain_method is not one of the served explanation methods"),
+    Code("E462", 503, EXPLAIN_DEADLINE,
+         "an explanation request waited for a slot and ran for longer than SHARELENS_EXPLAIN_DEADLINE_S; its "
+         "work stopped at the next post"),
+    Code("E463", 429, EXPLAIN_SHARE,
+         "one client (API key, else address) asked for more explained texts than SHARELENS_EXPLAIN_CLIENT_RATE "
+         "a second with bursts of SHARELENS_EXPLAIN_CLIENT_BURST"),
+    Code("E464", 499, CLIENT_GONE, "the client disconnected while its explanation waited or ran: the work "
+         "stopped at the next post (logged and counted; the client is gone and never reads it)"),
     Code("E500", 500, INTERNAL, "a bug: the server log has the trace"),
 )
 CATALOG_BY_CODE: dict[str, Code] = {c.code: c for c in CATALOG}
@@ -346,6 +365,22 @@ def reload_refused(version: str, code: str) -> ApiError:
 
 def invalid_alias(alias: str) -> ApiError:
     return _api("E418", alias=_shown(alias))
+
+
+def unknown_explain_method(value: str, methods: tuple[str, ...]) -> ApiError:
+    return _api("E461", value=_shown(value), methods=", ".join(methods))
+
+
+def explain_deadline(retry_after_s: int, seconds: float) -> ApiError:
+    return _api("E462", headers={"Retry-After": str(retry_after_s)}, seconds=f"{seconds:g}")
+
+
+def explain_share_exhausted(retry_after_s: int) -> ApiError:
+    return _api("E463", headers={"Retry-After": str(retry_after_s)})
+
+
+def client_gone() -> ApiError:
+    return _api("E464")
 
 
 def shutting_down() -> ApiError:

@@ -1,6 +1,6 @@
 """`make loadtest`: many concurrent clients against a real server on 127.0.0.1, with `wrk`.
 
-    python -m serving.loadtest [--clients 16] [--duration 60] [--backend int8] [--name sharelens]
+    python -m serving.loadtest [--clients 16] [--duration 60] [--explain-every 10] [--backend int8]
 
 Starts `python -m serving.cli serve` as a subprocess (SHARELENS_PORT, SHARELENS_MODELS_DIR,
 SHARELENS_MODEL_NAME, SHARELENS_BACKEND), waits for /readyz, then runs wrk (Debian's package:
@@ -10,6 +10,11 @@ wrk thread walks the list from its own offset). The server's resident memory is 
 second. Printed: requests, failed requests (non-2xx answers and socket errors), throughput,
 latency p50/p95/p99, and RSS at start/end/max with a verdict on whether memory stayed flat
 (the peak of the second half of the run against the peak of the first).
+
+Mixed load (the default, `--explain-every 10`): every tenth request asks for an explanation, of
+a long and a short post in turn; wrk then runs one thread per connection and the script times
+each request by its kind, so plain predictions are judged while explanations run (target: plain
+p95 <= 300 ms, 0 failed, memory flat). `--explain-every 0`: plain predictions only.
 
 Traffic goes to 127.0.0.1 only, and the run stops by itself after --duration seconds.
 """
@@ -34,8 +39,23 @@ MARK = "SHARELENS_WRK "
 # `request`/`response` run in the thread, `done` runs once at the end with the merged statistics.
 LUA = r"""
 local bodies_path = %(bodies)s
+local timings_dir = %(timings)s
 local threads = {}
 local counter = 1
+
+-- Per-request wall-clock latency by kind (plain / explain): wrk's own histogram mixes them. LuaJIT's
+-- ffi reads CLOCK_MONOTONIC; with one connection per thread (mixed mode), request and response
+-- alternate, so the send time of the answered request is the last one taken.
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } sharelens_timespec;
+int clock_gettime(int clk_id, sharelens_timespec *tp);
+]]
+local ts = ffi.new("sharelens_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
 
 function setup(thread)
   thread:set("id", counter)
@@ -53,16 +73,25 @@ function init(args)
   non2xx = 0
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  if timings_dir ~= "" then
+    timings = io.open(timings_dir .. "/thread-" .. id .. ".tsv", "w")
+    timings:setvbuf("line")
+  end
 end
 
 function request()
   nxt = nxt %% #bodies + 1
+  sent_at = now_us()
+  kind = string.find(bodies[nxt], '"explain": true', 1, true) and "explain" or "plain"
   return wrk.format(nil, "/predict", nil, bodies[nxt])
 end
 
 function response(status, headers, body)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
+  end
+  if timings then
+    timings:write(kind, "\t", status, "\t", string.format("%%d", now_us() - sent_at), "\n")
   end
 end
 
@@ -82,17 +111,64 @@ end
 """
 
 
-def lua_script(bodies: Path, threads: int) -> str:
+def lua_script(bodies: Path, threads: int, timings: Path | None = None) -> str:
     # a JSON string literal is a valid Lua string literal for any path
-    return LUA % {"bodies": json.dumps(str(bodies)), "threads": max(1, threads), "mark": MARK}
+    return LUA % {"bodies": json.dumps(str(bodies)), "threads": max(1, threads), "mark": MARK,
+                  "timings": json.dumps(str(timings) if timings is not None else "")}
 
 
-def write_bodies(posts: list[str], path: Path) -> int:
+def request_bodies(posts: list[str], explain_every: int = 0) -> list[dict]:
+    """One request body per post. With `explain_every` = n, every n-th body asks for an explanation,
+    of long and short posts in turn (the longest and the shortest quarter of the posts), so the mix
+    holds both kinds of explanation work; the others are plain predictions of the posts in order."""
+    bodies: list[dict] = [{"text": t} for t in posts]
+    if explain_every <= 0 or len(posts) < explain_every:
+        return bodies
+    by_length = sorted(posts, key=len)
+    quarter = max(1, len(posts) // 4)
+    long, short = by_length[-quarter:][::-1], by_length[:quarter]
+    for k, i in enumerate(range(explain_every - 1, len(bodies), explain_every)):
+        pool = long if k % 2 == 0 else short
+        bodies[i] = {"text": pool[(k // 2) % len(pool)], "explain": True}
+    return bodies
+
+
+def write_bodies(posts: list[str], path: Path, explain_every: int = 0) -> int:
     """One JSON request body per line (json.dumps escapes newlines, so a line is a body)."""
+    bodies = request_bodies(posts, explain_every)
     with path.open("w", encoding="utf-8") as fh:
-        for text in posts:
-            fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-    return len(posts)
+        for body in bodies:
+            fh.write(json.dumps(body, ensure_ascii=False) + "\n")
+    return len(bodies)
+
+
+def read_timings(folder: Path) -> dict:
+    """The per-request lines the Lua script wrote -> per kind: count, failed (non-2xx), p50/p95/p99 ms."""
+    by_kind: dict[str, dict[str, list]] = {}
+    for path in sorted(folder.glob("thread-*.tsv")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) != 3:
+                continue
+            kind, status, us = parts[0], int(parts[1]), float(parts[2])
+            entry = by_kind.setdefault(kind, {"ms": [], "failed": [], "status": []})
+            entry["ms"].append(us / 1000)
+            entry["status"].append(status)
+            if not 200 <= status <= 299:
+                entry["failed"].append(status)
+    out = {}
+    for kind, e in by_kind.items():
+        ms = sorted(e["ms"])
+
+        def pct(q: float, ms=ms) -> float:
+            return ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]
+
+        statuses: dict[str, int] = {}
+        for st in e["failed"]:
+            statuses[str(st)] = statuses.get(str(st), 0) + 1
+        out[kind] = {"requests": len(ms), "failed": len(e["failed"]), "failed_statuses": statuses,
+                     "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": ms[-1]}
+    return out
 
 
 def load_posts(path: Path, max_chars: int, n: int) -> list[str]:
@@ -176,6 +252,27 @@ def summarise(w: dict, mem: dict, clients: int, duration: int) -> dict:
     }
 
 
+PLAIN_P95_TARGET_MS = 300.0
+
+
+def _kind_rows(r: dict) -> list[tuple[str, str]]:
+    """Mixed load: latency and failures of plain and explained requests apart, and the target."""
+    rows = []
+    for kind in ("plain", "explain"):
+        k = (r.get("by_kind") or {}).get(kind)
+        if not k:
+            continue
+        failed = f", {k['failed']} failed {k['failed_statuses']}" if k["failed"] else ", 0 failed"
+        rows.append((f"{kind}: requests, p50 / p95 / p99", f"{k['requests']}{failed}; {k['p50_ms']:.1f} / "
+                     f"{k['p95_ms']:.1f} / {k['p99_ms']:.1f} ms (max {k['max_ms']:.0f} ms)"))
+    plain = (r.get("by_kind") or {}).get("plain")
+    if plain and "explain" in (r.get("by_kind") or {}):
+        ok = plain["p95_ms"] <= PLAIN_P95_TARGET_MS
+        rows.append(("plain p95 while explanations run", f"{plain['p95_ms']:.1f} ms: target <= "
+                     f"{PLAIN_P95_TARGET_MS:.0f} ms {'met' if ok else 'MISSED'}"))
+    return rows
+
+
 def render(r: dict) -> str:
     lat, mem = r["latency_ms"], r["rss"]
     flat = {True: "yes", False: "NO (grew)", None: "n/a"}[mem["flat"]]
@@ -188,11 +285,14 @@ def render(r: dict) -> str:
                    f"{r.get('model_threads') or 'one per core'} model thread(s), "
                    f"cold start {r.get('cold_start_s', 0):.1f} s"),
         ("load", f"{r['clients']} concurrent clients for {r['duration_s']:.0f} s (wrk), {r.get('distinct_posts', '?')} "
-                 "distinct real posts, one per request"),
+                 "distinct real posts, one per request"
+                 + (f"; every {r['explain_every']}th asks for an explanation (long and short posts in turn)"
+                    if r.get("explain_every") else "; no explanations")),
         ("requests", f"{r['requests']}"),
         ("failed requests", f"{r['failed']} ({r['non2xx']} non-2xx, {r['socket_errors']} socket errors)"),
         ("throughput", f"{r['throughput_rps']:.1f} requests/s ({r['ok_rps']:.1f} succeeded/s)"),
         ("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms (max {lat['max']:.0f} ms)"),
+        *_kind_rows(r),
         ("server RSS start / end / max", f"{mb(mem['start_mb'])} / {mb(mem['end_mb'])} / {mb(mem['max_mb'])}"),
         ("memory flat", f"{flat}: peak of the second half vs the first {mem['growth_mb']:+.0f} MiB "
                         f"({mem['samples']} samples, 1/s)"
@@ -220,10 +320,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="model threads of the server (SHARELENS_MODEL_THREADS; default one per core)")
     ap.add_argument("--wrk-threads", type=int, default=None, help="wrk threads (default: min(clients, 2))")
     ap.add_argument("--timeout", type=int, default=10, help="seconds before wrk counts a request as timed out")
+    ap.add_argument("--explain-every", type=int, default=10,
+                    help="every n-th request asks for an explanation, of long and short posts in turn "
+                    "(default 10; 0: plain predictions only)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args(argv)
-    if a.clients < 1 or a.duration < 1:
-        print("Error E433: --clients and --duration must be at least 1", file=sys.stderr)
+    if a.clients < 1 or a.duration < 1 or a.explain_every < 0:
+        print("Error E433: --clients and --duration must be at least 1 (--explain-every at least 0)", file=sys.stderr)
         return 2
     if shutil.which("wrk") is None:
         print("Error E432: the load generator `wrk` is not installed; install it with `apt-get install -y wrk`",
@@ -236,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     if not posts:
         print(f"Error E443: no usable posts in {a.posts}", file=sys.stderr)
         return 2
-    wrk_threads = a.wrk_threads or max(1, min(a.clients, 2))
+    # Mixed: one connection per wrk thread, so the script can time each request by its kind.
+    wrk_threads = a.wrk_threads or (a.clients if a.explain_every else max(1, min(a.clients, 2)))
 
     import httpx
 
@@ -247,12 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     cmd = server_command()
     with tempfile.TemporaryDirectory(prefix="sharelens-loadtest-") as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
-        write_bodies(posts, bodies)
+        write_bodies(posts, bodies, a.explain_every)
+        timings = Path(tmp) / "timings"
+        timings.mkdir()
         script = Path(tmp) / "predict.lua"
-        script.write_text(lua_script(bodies, wrk_threads), encoding="utf-8")
+        script.write_text(lua_script(bodies, wrk_threads, timings), encoding="utf-8")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(port, a.models_dir, a.name, a.backend, a.threads, a.runtime),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = server_env(port, a.models_dir, a.name, a.backend, a.threads, a.runtime)
+        # Every wrk connection comes from 127.0.0.1: one address standing for many clients, so the
+        # per-client share of explanations (a token bucket per address) is off for this server.
+        env["SHARELENS_EXPLAIN_CLIENT_RATE"] = "0"
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         sampler = None
         try:
             try:
@@ -274,13 +383,15 @@ def main(argv: list[str] | None = None) -> int:
             w = run_wrk(f"{base}/predict", script, a.clients, wrk_threads, a.duration, a.timeout)
             sampler.stop()
             sampler.sample()
+            by_kind = read_timings(timings) if wrk_threads == a.clients else {}
         finally:
             if sampler is not None:
                 sampler.stop()
             stop_server(proc)
     res = summarise(w, memory_verdict([rss for _, rss in sampler.samples]), a.clients, a.duration)
     res.update({"model": f"{a.name} {model}", "backend": a.backend, "runtime": a.runtime, "cold_start_s": cold,
-                "model_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads})
+                "model_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads,
+                "explain_every": a.explain_every, "by_kind": by_kind})
     print(render(res))
     if a.json:
         doc = {k: v for k, v in res.items()}

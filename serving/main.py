@@ -3,7 +3,8 @@
 The default model loads in `lifespan`, in a worker thread: /healthz answers at once, /readyz
 turns 200 when the model is loaded and warmed (jieba's dictionary for explanations loads right
 after, in the same thread), and a /predict that arrives earlier waits for the
-same load rather than starting a second one. On shutdown (uvicorn has already let in-flight
+same load rather than starting a second one. The lifespan also runs the registry watch
+(`serving.watch`: each worker process follows the default alias). On shutdown (uvicorn has already let in-flight
 requests finish, see `serving.cli`), explanations still running stop at their next post and the
 batcher answers whatever is still queued, within what is left of the one shutdown budget
 (`serving.shutdown`).
@@ -23,12 +24,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import sharelens
-from serving import admin, errors
+from serving import admin, errors, watch
 from serving.admission import Gate
 from serving.auth import ApiKeyMiddleware
 from serving.batcher import Batcher
 from serving.explain import set_thread_count
-from serving.metrics import Metrics, RequestMetricsMiddleware
+from serving.explain_control import ClientShare, ExplainSlots
+from serving.metrics import Metrics, RequestMetricsMiddleware, multiprocess_active
 from serving.middleware import CatchAllMiddleware, CorsMiddleware, HeaderLimitMiddleware
 from serving.routes import STATIC, router
 from serving.settings import Settings
@@ -64,22 +66,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Not awaited: startup completes at once. A load still running at shutdown dies with the process.
     loop = asyncio.get_running_loop()
     app.state.loading = loop.run_in_executor(None, load)
+    watching = watch.start(store, app.state.settings.registry_poll_s)  # each worker follows the registry
     yield
+    await watch.stop(watching)  # no new load while draining
     # uvicorn's graceful period is over: what still runs belongs to requests that finished or were cut.
     budget.stop()
     left = budget.remaining()
     if not await loop.run_in_executor(None, app.state.batcher.close, left):
         log.error("the batcher did not drain within the %.1f s left of the shutdown budget", left)
+    app.state.metrics.close()  # several workers: this one's live series leave the aggregate
 
 
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(multiprocess_active())  # several workers: /metrics aggregates them (serving.metrics)
     if store is None:
         store = ModelStore(settings.models_dir, settings.model_name, settings.default_ref,
-                           capacity=settings.cache_size, loader=loader_for(settings.backend, settings.runtime))
+                           capacity=settings.cache_size, loader=loader_for(settings.backend, settings.runtime,
+                                                                    settings.resolved_torch_threads()))
     store.on_load = metrics.observe_load
     store.on_reload = metrics.observe_reload
+    store.on_default = metrics.observe_serving
+    if store.default_version is not None:  # a store loaded before the app
+        metrics.observe_serving(store.default_version)
     gates = {name: Gate(name, limit, settings.retry_after_s, metrics.observe_depth, metrics.observe_reject)
              for name, limit in (("predict", settings.max_queue), ("explain", settings.max_explain_queue))}
     for name in gates:
@@ -94,6 +103,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
                                 workers=settings.resolved_model_threads(),
                                 thread_init=partial(set_thread_count, settings.resolved_torch_threads()))
     app.state.explain_gate = gates["explain"]
+    app.state.explain_slots = ExplainSlots(settings.resolved_explain_slots())
+    app.state.explain_share = ClientShare(settings.explain_client_rate, settings.explain_client_burst)
     app.state.shutdown = ShutdownBudget(settings.shutdown_timeout_s)
 
     app.include_router(router)

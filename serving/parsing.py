@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from serving import errors
 from serving.schemas import ContextIn, PredictRequest
 from serving.settings import Settings
+from sharelens.explain import METHODS
 from sharelens.labels import MOTIVES
 from sharelens.post import Context, ContextError, Post
 from sharelens.text import _ZERO_WIDTH  # the very characters normalise() drops
@@ -180,6 +181,8 @@ def check_request(req: PredictRequest, settings: Settings) -> list[Post]:
     check_texts(texts, settings)
     if req.explain_motive is not None and req.explain_motive not in MOTIVES:
         raise errors.unknown_motive(req.explain_motive)
+    if req.explain_method is not None and req.explain_method not in METHODS:
+        raise errors.unknown_explain_method(req.explain_method, METHODS)
     if req.explain and len(texts) > settings.max_explain_batch:
         raise errors.explain_batch_too_large(settings.max_explain_batch)
     return posts

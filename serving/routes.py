@@ -10,17 +10,19 @@ routes live in `serving.admin`."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from serving import errors, parsing, service
 from serving.admission import Gate
+from serving.auth import given_key
 from serving.batcher import Batcher
 from serving.explain import Explainer
+from serving.explain_control import ClientShare, ExplainSlots, StoppedError, StopToken, client_key
 from serving.metrics import Metrics
 from serving.schemas import (
     ErrorBody,
@@ -51,7 +53,8 @@ async def get_metrics(request: Request) -> Metrics:
 
 async def get_explainer(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Explainer:
     return Explainer(steps=settings.explain_steps, top_k=settings.explain_top_k,
-                     threads=settings.resolved_explain_threads(), stop=request.app.state.shutdown.stopping)
+                     threads=settings.resolved_explain_threads(), stop=request.app.state.shutdown.stopping,
+                     method=settings.explain_method, max_words=settings.explain_max_words)
 
 
 async def get_batcher(request: Request) -> Batcher:
@@ -60,6 +63,14 @@ async def get_batcher(request: Request) -> Batcher:
 
 async def get_explain_gate(request: Request) -> Gate:
     return request.app.state.explain_gate
+
+
+async def get_explain_slots(request: Request) -> ExplainSlots:
+    return request.app.state.explain_slots
+
+
+async def get_explain_share(request: Request) -> ClientShare:
+    return request.app.state.explain_share
 
 
 router = APIRouter()
@@ -81,16 +92,31 @@ async def predict(request: Request, store: Annotated[ModelStore, Depends(get_sto
                   explainer: Annotated[Explainer, Depends(get_explainer)],
                   metrics: Annotated[Metrics, Depends(get_metrics)],
                   batcher: Annotated[Batcher, Depends(get_batcher)],
-                  explain_gate: Annotated[Gate, Depends(get_explain_gate)]) -> PredictResponse:
+                  explain_gate: Annotated[Gate, Depends(get_explain_gate)],
+                  slots: Annotated[ExplainSlots, Depends(get_explain_slots)],
+                  share: Annotated[ClientShare, Depends(get_explain_share)]) -> PredictResponse:
     req, posts = await parsing.parse_predict(request, settings)
     if not req.explain:  # cheap: shares model calls with concurrent requests
         return await service.predict_batched(store, batcher, posts, model=req.model,
                                              observe=metrics.observe_predict)
-    explain_gate.acquire(len(posts))  # expensive: bounded separately, outside the batcher
+    # Expensive: this client's share first, then the explain queue, then a slot until the deadline
+    # (serving.explain_control); the work stops at its next post once the client hangs up.
+    share.take(client_key(given_key(request.headers) if settings.api_key else None,
+                          request.client.host if request.client else None), len(posts))
+    explain_gate.acquire(len(posts))
+    token = StopToken(settings.explain_deadline_s, request.app.state.shutdown.stopping)
+    work = partial(service.predict, store, posts, explainer, explain=True, explain_motive=req.explain_motive,
+                   explain_method=req.explain_method, model=req.model, observe=metrics.observe_predict)
     try:
-        return await run_in_threadpool(service.predict, store, posts, explainer, explain=True,
-                                       explain_motive=req.explain_motive, model=req.model,
-                                       observe=metrics.observe_predict)
+        return await slots.run(lambda t: work(token=t), token, settings.retry_after_s,
+                               disconnected=request.is_disconnected)
+    except StoppedError as exc:  # the client left: nobody reads this answer
+        metrics.observe_explain_stopped(exc.reason)
+        return errors.render(errors.client_gone())
+    except errors.ApiError as exc:
+        if exc.code in ("E462", "E419"):
+            metrics.observe_explain_stopped("deadline" if exc.code == "E462" else "shutdown")
+        raise
     finally:
         explain_gate.release(len(posts))
 

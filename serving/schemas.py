@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sharelens.explain import METHODS
 from sharelens.labels import MOTIVES, TIERS
 
 _EXAMPLE_POST = "转发抽奖！关注@小明 并转发本条微博，周五抽3位送蓝牙耳机 #抽奖#"
@@ -78,7 +79,12 @@ class PredictRequest(BaseModel):
     posts: list[PostIn] | None = Field(None, description="A batch of posts, each with its own optional context "
                                        "(at most `max_batch`).")
     explain: bool = Field(False, description="Also return the words that drove each prediction "
-                          "(Integrated Gradients; slower).")
+                          "(slower: see `explain_method`).")
+    explain_method: str | None = Field(
+        None, description="How to explain: `occlusion` (leave one word out and re-score; the default), "
+        "`integrated_gradients` (slower; scores sum to the output's change), `gradient_x_input` (fastest, "
+        "least faithful). Default: the server's SHARELENS_EXPLAIN_METHOD.",
+        json_schema_extra={"enum": list(METHODS)}, examples=["occlusion"])
     explain_motive: str | None = Field(
         None, description="Motive to explain (default: each text's top motive).",
         json_schema_extra={"enum": list(MOTIVES)}, examples=["incentive"])
@@ -153,6 +159,8 @@ class ContextUse(BaseModel):
 
 
 class Explanation(BaseModel):
+    method: Literal[METHODS] = Field(description="How the scores were computed.")  # type: ignore[valid-type]
+    score_meaning: str = Field(description="What one word's score means under this method.")
     motive: TargetExplanation
     tier: TargetExplanation = Field(description="Scores for the expected tier: positive pushes the post "
                                     "towards higher tiers.")

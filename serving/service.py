@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from serving.batcher import Batcher
 from serving.explain import Explainer
+from serving.explain_control import StopToken
 from serving.schemas import (
     ContextUse,
     ModelRef,
@@ -53,26 +54,30 @@ def _result(predictor: Predictor, pred: Prediction, calibrated: bool) -> Predict
 
 
 def respond(name: str, predictor: Predictor, posts: list[Post], preds: list[Prediction],
-            explainer: Explainer | None = None, explain_motive: str | None = None) -> PredictResponse:
+            explainer: Explainer | None = None, explain_motive: str | None = None,
+            explain_method: str | None = None, token: StopToken | None = None) -> PredictResponse:
     """Predictions -> the API's answer; explained when an explainer is given."""
     calibrated = is_calibrated(predictor)
     results = []
     for post, pred in zip(posts, preds, strict=True):
         result = _result(predictor, pred, calibrated)
         if explainer is not None:
-            result.explanation = explainer.explain(predictor, post, pred, explain_motive or pred.motive)
+            result.explanation = explainer.explain(predictor, post, pred, explain_motive or pred.motive,
+                                                   method=explain_method, token=token)
         results.append(result)
     return PredictResponse(model=ModelRef(name=name, version=predictor.version), results=results)
 
 
 def predict(store: ModelStore, posts: list[Post], explainer: Explainer, *, explain: bool = False,
-            explain_motive: str | None = None, model: str | None = None,
-            observe: Observer | None = None) -> PredictResponse:
-    """Score already-checked posts with the requested model; explain them if asked."""
+            explain_motive: str | None = None, explain_method: str | None = None, model: str | None = None,
+            observe: Observer | None = None, token: StopToken | None = None) -> PredictResponse:
+    """Score already-checked posts with the requested model; explain them if asked (by
+    `explain_method`, else the explainer's default; `token` stops the work between posts)."""
     predictor = store.get(model)
     start = time.perf_counter()
     preds = predictor.predict(posts)
-    response = respond(store.name, predictor, posts, preds, explainer if explain else None, explain_motive)
+    response = respond(store.name, predictor, posts, preds, explainer if explain else None, explain_motive,
+                       explain_method, token)
     if observe is not None:
         observe(predictor.version, len(posts), explain, time.perf_counter() - start,
                 sum(p.truncated for p in preds))

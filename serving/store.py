@@ -1,12 +1,13 @@
 """Which model answers a request, keeping it in memory, and swapping it without dropping requests.
 
 Requests that name no model get the pinned default: loaded and warmed at startup, and changed
-only by `reload()` or `promote()` (POST /admin/reload, /admin/aliases), which load and warm the
-new version first and swap it in under the lock only if that worked. So a registry pointing at a
-broken bundle never turns into failed requests: the reload is refused and the old model keeps
-serving. (Before, the default followed the registry on every request: a bad promotion took the
-service down, and the first request after it paid the whole load.) Requests that name an alias
-or a version still resolve it against the registry when they arrive.
+only by `reload()`, `promote()` (POST /admin/reload, /admin/aliases) or `reload_if_moved()` (the
+registry watch of every worker process, serving.watch), which load and warm the new version first
+and swap it in under the lock only if that worked. So a registry pointing at a broken bundle never
+turns into failed requests: the reload is refused and the old model keeps serving. (Before, the
+default followed the registry on every request: a bad promotion took the service down, and the
+first request after it paid the whole load.) Requests that name an alias or a version still
+resolve it against the registry when they arrive.
 
 Loaded predictors are cached, at most `capacity` versions (3 by default: the default, a canary
 and one more; at 2 a client alternating between three versions paid a load and its sha256 on every
@@ -46,11 +47,13 @@ def _default_loader(path: Path) -> Predictor:
     return Predictor.from_bundle(path)
 
 
-def loader_for(backend: str, runtime: str = "auto") -> Loader:
-    """The bundle loader of an inference path ("fp32" or "int8") on a runtime (sharelens.bundle)."""
+def loader_for(backend: str, runtime: str = "auto", threads: int | None = None) -> Loader:
+    """The bundle loader of an inference path ("fp32" or "int8") on a runtime (sharelens.bundle;
+    "onnxruntime": sharelens.onnx_runtime, its sessions on `threads` intra-op threads, the
+    server's threads per model call)."""
     if backend == "fp32" and runtime == "auto":
         return _default_loader
-    return lambda path: Predictor.from_bundle(path, backend=backend, runtime=runtime)
+    return lambda path: Predictor.from_bundle(path, backend=backend, runtime=runtime, threads=threads)
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ModelStore:
         self.load_error: str | None = None
         self.on_load: Callable[[str, float], None] | None = None  # metrics hook: (version, seconds)
         self.on_reload: Callable[[str, bool], None] | None = None  # metrics hook: (version, succeeded)
+        self.on_default: Callable[[str], None] | None = None  # metrics hook: the default is now (version)
 
     # -- resolution ----------------------------------------------------------------------------
     def _resolve_checked(self, ref: str | None) -> tuple[str, Path]:
@@ -181,6 +185,21 @@ class ModelStore:
                 self._evict()
             return self._reload_locked(fresh=predictor)
 
+    def reload_if_moved(self) -> Swap | None:
+        """What the registry watch calls when registry.json changed: if the default alias (or
+        default_ref) now names another version than the one serving, `reload()`, with its
+        guarantees (a version that cannot be loaded is refused with 409 and counted, and the old
+        model keeps serving; so is a registry that cannot be read). None when the default did not
+        move (another alias, a new version registered, or this process made the move itself)."""
+        with self._load_lock:
+            try:
+                version, _ = self._resolve_checked(self.default_ref)
+            except SharelensError:
+                version = None  # unreadable or damaged: the reload below refuses it, logged and counted
+            if version is not None and version == self.default_version:
+                return None
+            return self._reload_locked(fresh=None)
+
     def _reload_locked(self, fresh: Predictor | None) -> Swap:
         start = time.perf_counter()
         try:
@@ -207,6 +226,8 @@ class ModelStore:
             self._evict()
         self.load_error = None
         self._ready.set()
+        if self.on_default is not None:
+            self.on_default(version)
 
     def _count_reload(self, version: str, ok: bool) -> None:
         if self.on_reload is not None:

@@ -4,7 +4,9 @@ else loads (eval, predict, the API) through `load_bundle`.
 models/<name>/<version>/
   model.safetensors      weights of the best epoch (encoder + both heads)
   last/model.safetensors weights of the last epoch, when it is not the best one
-  config.json            the encoder's transformers config
+  config.json            the encoder's transformers config, plus (format 2) the sharelens fields
+  modeling_sharelens.py, network.py, labels.py, lean_bert.py
+                         (format 2) the network's code, for `trust_remote_code=True`
   tokenizer.json, tokenizer_config.json, ...
   labels.json            spec version, id2label for both heads
   context.json           the tier head's context features (channel vocabulary, buckets); absent
@@ -15,6 +17,18 @@ models/<name>/<version>/
   eval/                  metrics.json, report.md, plots
   README.md              the model card (Hugging Face header; training/model_card.py): use, data and
                          licences, agreement, figures with bootstrap intervals, failure modes
+
+Formats (bundle.json `format`; both load, training writes the newest):
+- `sharelens-bundle/2`, Hugging Face-native: written by `ShareLensModel.save_pretrained`
+  (`sharelens.modeling_sharelens`). config.json is the encoder's config with the sharelens fields
+  (both heads' labels, pooling, context features) and an `auto_map`; model.safetensors names the
+  encoder's tensors as the encoder itself does and the heads' `motive_head.*`, `tier_proj.*`,
+  `tier_bias`, `context.*`. `ShareLensModel.from_pretrained(folder)` and
+  `AutoModel.from_pretrained(folder, trust_remote_code=True)` load the whole network; a plain
+  `AutoModel.from_pretrained(folder)` loads the fine-tuned encoder with its weights.
+- `sharelens-bundle/1` (v0001..v0003): config.json is the encoder's alone and every encoder tensor
+  is named `encoder.*`. sharelens loads these as before; transformers cannot (a plain AutoModel
+  would not find the encoder's weights): `python -m training.cli convert` writes a format-2 copy.
 """
 
 from __future__ import annotations
@@ -30,7 +44,9 @@ from typing import Any
 from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVES, SPEC_VERSION, TIERS
 
-BUNDLE_FORMAT = "sharelens-bundle/1"
+BUNDLE_FORMAT = "sharelens-bundle/2"  # what save_bundle writes
+LEGACY_FORMAT = "sharelens-bundle/1"  # encoder tensors named encoder.*, config.json the encoder's alone
+BUNDLE_FORMATS = (LEGACY_FORMAT, BUNDLE_FORMAT)
 WEIGHTS = "model.safetensors"
 REQUIRED_FILES = ("bundle.json", "labels.json", "config.json", WEIGHTS, "tokenizer_config.json")
 # `\Z`, not `$`: `$` also matches before a trailing newline, so "production\n" passed for a name
@@ -93,6 +109,15 @@ class BundleInfo:
     def max_length(self) -> int:
         return int(self.meta.get("max_length", 512))
 
+    @property
+    def format(self) -> str:
+        return str(self.meta.get("format"))
+
+    @property
+    def hf_native(self) -> bool:
+        """Written by `save_pretrained` (format 2): weights under the encoder's own names."""
+        return self.format == BUNDLE_FORMAT
+
 
 def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
     """Check a bundle before anything loads it; raise E2xx with what to do otherwise."""
@@ -113,9 +138,9 @@ def verify_bundle(path: Path, check_hash: bool = True) -> BundleInfo:
     if not isinstance(meta, dict) or not isinstance(labels, dict):
         raise SharelensError("E212", f"bundle {path}: unreadable metadata (bundle.json and labels.json must be "
                              "JSON objects); retrain it")
-    if meta.get("format") != BUNDLE_FORMAT:
+    if meta.get("format") not in BUNDLE_FORMATS:
         raise SharelensError("E213", f"bundle {path} has format {meta.get('format')!r}, this sharelens reads "
-                             f"{BUNDLE_FORMAT}; upgrade sharelens or retrain")
+                             f"{' and '.join(BUNDLE_FORMATS)}; upgrade sharelens or retrain")
     if labels != labels_doc():
         raise SharelensError("E214", f"bundle {path} was trained for labels {labels.get('spec_version')!r} "
                              f"that differ from the spec ({SPEC_VERSION}); retrain it on the current spec")
@@ -170,12 +195,7 @@ def choose_runtime(info: BundleInfo, runtime: str = "auto") -> str:
         raise SharelensError("E252", f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if runtime == "transformers":
         return runtime
-    try:
-        config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SharelensError("E217", f"bundle {info.path}: config.json is unreadable ({exc}); "
-                             "retrain it or promote another version") from exc
-    why = unsupported(config) if (info.path / "tokenizer.json").is_file() else "no tokenizer.json"
+    why = unsupported(read_config(info)) if (info.path / "tokenizer.json").is_file() else "no tokenizer.json"
     if why is None:
         return "lean"
     if runtime == "lean":
@@ -184,34 +204,60 @@ def choose_runtime(info: BundleInfo, runtime: str = "auto") -> str:
     return "transformers"
 
 
+def read_config(info: BundleInfo) -> dict[str, Any]:
+    """config.json as a dict (E217 when unreadable)."""
+    try:
+        doc = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SharelensError("E217", f"bundle {info.path}: config.json is unreadable ({exc}); "
+                             "retrain it or promote another version") from exc
+    if not isinstance(doc, dict):
+        raise SharelensError("E217", f"bundle {info.path}: config.json is not a JSON object; "
+                             "retrain it or promote another version")
+    return doc
+
+
 def load_model(info: BundleInfo, device: str = "cpu", runtime: str = "auto"):
     """Build the network from a verified bundle and load its weights strictly.
 
-    runtime: "transformers" builds transformers' model and tokenizer (what training used);
-    "lean" the same function in plain torch and `tokenizers` (`sharelens.lean_bert`,
-    `sharelens.lean_tokenizer`: seconds less to import, the serving default); "auto" is lean
-    where the architecture allows. Returns (ShareLensModel, tokenizer)."""
+    runtime: "transformers" builds transformers' model (`ShareLensModel`) and tokenizer (what
+    training used); "lean" the same function in plain torch and `tokenizers`
+    (`sharelens.network.ShareLensNetwork` on `sharelens.lean_bert`, `sharelens.lean_tokenizer`:
+    seconds less to import, the serving default); "auto" is lean where the architecture allows.
+    Both bundle formats load: format 2 names the encoder's tensors as the encoder does
+    (`sharelens.network.from_file_keys` renames them), format 1 as the network does.
+    Returns (network, tokenizer)."""
     from safetensors.torch import load_file
 
     from sharelens.context_features import ContextFeatures
-    from sharelens.modeling import ShareLensModel
+    from sharelens.modeling import from_file_keys, lean_network
 
     runtime = choose_runtime(info, runtime)
     features = ContextFeatures.load(info.path)  # E251 when context.json is unreadable or mismatched
     sizes = features.sizes() if features is not None else None
+    config = read_config(info)
+    if info.hf_native and (config.get("context_sizes") or None) != sizes:
+        raise SharelensError("E251", f"bundle {info.path}: config.json's context_sizes {config.get('context_sizes')} "
+                             f"do not match context.json ({sizes}); retrain the bundle")
     try:
         if runtime == "lean":
             from sharelens.lean_tokenizer import FastTokenizer
 
-            config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
             tokenizer = FastTokenizer.from_folder(info.path)
-            model = ShareLensModel.lean_from_config(config, context_sizes=sizes)
+            model = lean_network(config, context_sizes=sizes)
         else:
             from transformers import AutoConfig, AutoTokenizer
 
+            from sharelens.modeling_sharelens import ShareLensConfig, ShareLensModel
+
             tokenizer = AutoTokenizer.from_pretrained(info.path)
-            model = ShareLensModel.from_config(AutoConfig.from_pretrained(info.path), context_sizes=sizes)
+            if info.hf_native:
+                model = ShareLensModel(ShareLensConfig.from_pretrained(info.path))
+            else:
+                model = ShareLensModel.from_config(AutoConfig.from_pretrained(info.path), context_sizes=sizes)
         state = load_file(str(info.path / WEIGHTS), device=device)
+        if info.hf_native:
+            state = from_file_keys(state)
         model.load_state_dict(state, strict=True)
     except SharelensError:
         raise
@@ -232,25 +278,36 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def save_bundle(dest: Path, model, tokenizer, meta: dict[str, Any], train_config_yaml: str = "",
                 last_weights: Path | None = None, context_features=None) -> Path:
-    """Write a complete bundle atomically: everything goes to a hidden sibling folder that is
-    renamed into place only when complete, so a crash never leaves a bundle that looks whole."""
+    """Write a complete bundle (format 2, Hugging Face-native) atomically: everything goes to a
+    hidden sibling folder that is renamed into place only when complete, so a crash never leaves a
+    bundle that looks whole. `model` is a `ShareLensModel`; config.json, model.safetensors and the
+    network's code are its `save_pretrained`. `last_weights`: a checkpoint's model.safetensors
+    (the HF Trainer writes them with `save_pretrained`, so in the same names)."""
     import shutil
 
-    from safetensors.torch import save_file
+    from sharelens.modeling import ShareLensModel
 
     dest = Path(dest)
     if dest.exists():
         raise SharelensError("E218", f"{dest} exists; bundles are never overwritten")
+    if not isinstance(model, ShareLensModel):
+        raise TypeError(f"save_bundle writes a ShareLensModel (transformers runtime), not {type(model).__name__}")
+    sizes = context_features.sizes() if context_features is not None else None
+    if (model.config.context_sizes or None) != sizes:
+        raise ValueError(f"the network's context slots {model.config.context_sizes} do not match the context "
+                         f"features given ({sizes})")
     tmp = dest.with_name(f".{dest.name}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS))
+    # as JSON has it (lists, string keys), so that the config in memory equals the one on disk
+    model.config.context_features = (json.loads(json.dumps(context_features.to_dict()))
+                                     if context_features is not None else None)
+    model.config.spec_version = SPEC_VERSION
+    model.save_pretrained(tmp)
     if last_weights is not None:
         (tmp / "last").mkdir()
         shutil.copy2(last_weights, tmp / "last" / WEIGHTS)
-    model.encoder.config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / "labels.json", labels_doc())
     if context_features is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sharelens.bundle import BundleInfo, load_model, verify_bundle
+from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVES, TIERS
 from sharelens.modeling import median_tier, tier_probs_from_logits
 from sharelens.post import Post
@@ -78,13 +79,21 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: Path | str, device: str = "cpu", check_hash: bool = True,
-                    backend: str = "fp32", runtime: str = "auto") -> Predictor:
+                    backend: str = "fp32", runtime: str = "auto", threads: int | None = None) -> Predictor:
         """runtime: how the network is built (`sharelens.bundle.load_model`): "auto" runs plain
-        BERT bundles on the lean runtime (no transformers import), "transformers" as trained."""
+        BERT bundles on the lean runtime (no transformers import), "transformers" as trained,
+        "onnxruntime" the bundle exported to ONNX and run by ONNX Runtime at the backend's precision
+        (sharelens.onnx_runtime; exported once into the bundle's onnx/ folder), on `threads`
+        intra-op threads (None: torch's count)."""
         check_backend(backend)
+        if runtime == "onnxruntime":
+            from sharelens.onnx_runtime import OnnxPredictor
+
+            if device != "cpu":
+                raise SharelensError("E254", f"the onnxruntime runtime runs on the CPU here, not {device!r}")
+            return OnnxPredictor.from_bundle(path, precision=backend, threads=threads, check_hash=check_hash)
         info = verify_bundle(Path(path), check_hash=check_hash)
         if backend == "int8":
-            from sharelens.errors import SharelensError
             from sharelens.quantize import load_int8, verify_int8
 
             if device != "cpu":

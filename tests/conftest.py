@@ -79,3 +79,34 @@ def tiny_bundle(tiny_models_dir: Path) -> Path:
     from sharelens.registry import Registry
 
     return Registry(tiny_models_dir).resolve("sharelens")[1]
+
+
+def write_legacy_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of a bundle in the layout of v0001..v0003 (format sharelens-bundle/1): config.json
+    the encoder's alone, every encoder tensor named `encoder.*`, no network code in the folder."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sharelens.bundle import LEGACY_FORMAT, WEIGHTS, sha256_file
+    from sharelens.modeling import ShareLensConfig, from_file_keys
+
+    shutil.copytree(bundle, dest)
+    for code in ("modeling_sharelens.py", "network.py", "labels.py", "lean_bert.py"):
+        (dest / code).unlink(missing_ok=True)
+    config = ShareLensConfig.from_pretrained(bundle)
+    (dest / "config.json").unlink()
+    config.encoder_config().save_pretrained(dest)
+    state = from_file_keys(load_file(str(bundle / WEIGHTS)))
+    save_file(state, str(dest / WEIGHTS))
+    meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    meta.update(format=LEGACY_FORMAT, files={WEIGHTS: sha256_file(dest / WEIGHTS)})
+    (dest / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def legacy_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Path:
+    """The tiny bundle in the old layout (format 1), as the production bundles v0001..v0003 are."""
+    return write_legacy_copy(tiny_bundle, tmp_path_factory.mktemp("legacy") / "sharelens" / tiny_bundle.name)

@@ -6,6 +6,7 @@ sharelens train [--profile default|fast|tiny|path.yaml] [--no-resume] [--<field>
 sharelens eval [--model NAME] [--version REF] [--data file.jsonl]
 sharelens refit [--heads motive tier] [--model NAME] [--version REF]   (refit-tier = --heads tier)
 sharelens promote --version REF [--alias production] [--model NAME]
+sharelens convert [--model NAME] [--version REF | --bundle DIR] [--out DIR]   (format 1 -> Hugging Face-native)
 sharelens models
 """
 
@@ -79,6 +80,14 @@ def _cmd_promote(a: argparse.Namespace) -> None:
     print(f"{a.model}: {a.alias} -> {version}")
 
 
+def _cmd_convert(a: argparse.Namespace) -> None:
+    from training.convert import convert_bundle
+
+    dest = convert_bundle(_bundle_path(a), out=Path(a.out) if a.out else None)
+    print(f"{'registered ' + dest.name + ' -> ' if not a.out else ''}{dest}: Hugging Face-native "
+          "(AutoModel.from_pretrained(folder, trust_remote_code=True)); aliases unchanged")
+
+
 def _cmd_models(a: argparse.Namespace) -> None:
     from sharelens.registry import Registry
     from training.train import MODELS_DIR
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     add_override_arguments(overrides)  # type: ignore[arg-type]
     for name, helptext in (("eval", "evaluate a bundle against baselines"), ("promote", "move an alias to a version"),
                            ("refit", "a new version whose heads are refit on the frozen encoder, then evaluated"),
-                           ("refit-tier", "refit --heads tier")):
+                           ("refit-tier", "refit --heads tier"),
+                           ("convert", "a Hugging Face-native copy of a format-1 bundle (a new version, or --out)")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("--model", default="sharelens")
         q.add_argument("--version", default=None, help="version or alias (default: production, then latest)")
@@ -147,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--refit-calibration", action="store_true", help="refit temperatures on validation")
         elif name == "promote":
             q.add_argument("--alias", default="production")
+        elif name == "convert":
+            q.add_argument("--bundle", help="a bundle folder (instead of --model/--version)")
+            q.add_argument("--out", help="write the copy to this new folder instead of registering a new version")
         elif name == "refit":
             q.add_argument("--heads", nargs="+", default=["motive", "tier"], choices=["motive", "tier"],
                            help="which heads to refit (default: both)")
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_promote(a)
         elif a.cmd == "models":
             _cmd_models(a)
+        elif a.cmd == "convert":
+            _cmd_convert(a)
         elif a.cmd in ("refit", "refit-tier"):
             _cmd_refit(a)
     except SharelensError as exc:

@@ -155,6 +155,17 @@ def _refits(meta: dict) -> str:
     return "; ".join(parts) or "none"
 
 
+def hf_usage(meta: dict) -> list[str]:
+    """How transformers loads the bundle (format 2 only: format 1 bundles need `sharelens convert`)."""
+    if meta.get("format") != "sharelens-bundle/2":
+        return []
+    return ["- With transformers (offline, the network's code travels in the folder): "
+            "`AutoModel.from_pretrained(folder, trust_remote_code=True)` is the whole network "
+            "(`motive_logits`, `tier_logits`; labels in its config's `motive_id2label` / `tier_id2label`); "
+            "a plain `AutoModel.from_pretrained(folder, add_pooling_layer=False)` is the fine-tuned encoder alone "
+            "(mean-pool `last_hidden_state` over the attention mask, as sharelens does)."]
+
+
 def render(bundle: Path) -> str:
     meta = _read(bundle / "bundle.json") or {}
     metrics = _read(bundle / "eval" / "metrics.json")
@@ -170,7 +181,8 @@ def render(bundle: Path) -> str:
               "## Intended use", "",
               "- Editors and content teams scoring drafts before posting, and analysts scoring archives, with the "
               "explanations (`/predict` with `explain: true`) as the reason to read.",
-              "- Load: `sharelens.Predictor.from_bundle(folder)`; serve: `SHARELENS_MODELS_DIR=… make serve`.", "",
+              "- Load: `sharelens.Predictor.from_bundle(folder)`; serve: `SHARELENS_MODELS_DIR=… make serve`.",
+              *hf_usage(meta), "",
               "## Out of scope", "",
               "- Decisions about people (moderation, credit, hiring): the model reads texts, not authors' intent.",
               "- Predicting exact counts: tiers are coarse bands of reposts + comments + likes.",

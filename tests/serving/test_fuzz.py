@@ -65,7 +65,8 @@ def test_no_server_errors_on_admin(private_models_dir) -> None:
 
 def test_the_schema_describes_the_bodies_the_routes_parse_themselves(client) -> None:
     spec = client.get("/openapi.json").json()
-    for path, fields in (("/predict", {"text", "texts", "context", "posts", "explain", "explain_motive", "model"}),
+    for path, fields in (("/predict", {"text", "texts", "context", "posts", "explain", "explain_motive",
+                                       "explain_method", "model"}),
                          ("/admin/aliases", {"alias", "version"})):
         body = spec["paths"][path]["post"]["requestBody"]
         assert body["required"] is True

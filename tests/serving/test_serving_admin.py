@@ -174,7 +174,10 @@ def test_model_swaps_under_load_drop_no_request(private_models_dir, versions) ->
     broken = _corrupt_copy(private_models_dir, old)
     store = ModelStore(private_models_dir)
     store.load_default()
-    app = create_app(Settings(models_dir=private_models_dir, api_key="s3cret", batch_window_ms=2), store)
+    # explain_client_rate 0: the explaining client loops as fast as it can, and this test is about
+    # swaps, not about its share of explanations (tests/serving/test_serving_explain_control.py)
+    app = create_app(Settings(models_dir=private_models_dir, api_key="s3cret", batch_window_ms=2,
+                              explain_client_rate=0), store)
     admin = TestClient(app)
     stop = threading.Event()
     seen: list[tuple[float, float, int, str | None]] = []  # (sent, answered, status, version)

@@ -56,7 +56,7 @@ def test_serve_bounds_connections_headers_idle_time_and_shutdown(monkeypatch) ->
 
     seen = _served_with(monkeypatch)
     config = uvicorn.Config(seen.pop("app"), **seen)  # built as uvicorn.run builds it, not started
-    assert config.http == "h11"  # httptools would ignore the header cap
+    assert config.http == "serving.protocol:HeadTimeoutH11Protocol"  # h11: httptools would ignore the header cap
     assert config.h11_max_incomplete_event_size == 16 * 1024
     assert config.limit_concurrency == 512
     assert config.timeout_keep_alive == 5
@@ -119,6 +119,66 @@ def test_an_oversize_header_is_refused_by_the_server() -> None:
         assert status(1024) == 200 and calls == [1]
         assert status(1024 * 1024) in (400, 431, None)
         assert calls == [1]  # the app never saw it
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
+    """Slowloris: a connection that sends part of a request head and stalls is closed after the
+    head deadline, while a complete request, and a second one on the same keep-alive connection,
+    are answered; the app never sees the stalled one."""
+    import functools
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.cli import uvicorn_options
+    from serving.protocol import HeadTimeoutH11Protocol
+    from serving.settings import Settings
+
+    calls: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        calls.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
+               "log_level": "critical", "timeout_keep_alive": 30,
+               "http": functools.partial(HeadTimeoutH11Protocol, header_timeout_s=0.5)}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(0.3)  # within the deadline, the next request on the same connection
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            started = time.monotonic()
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            assert conn.recv(65536) == b""  # closed by the server
+            assert 0.4 < time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            conn.sendall(b"GET / HTTP/1.1\r\nHo")  # a keep-alive connection's next head stalls too
+            assert conn.recv(65536) == b""
+            assert time.monotonic() - started < 5
+        assert len(calls) == 3
     finally:
         server.should_exit = True
         thread.join(10)

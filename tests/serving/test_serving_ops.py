@@ -131,7 +131,8 @@ def test_openapi_documents_the_request(client) -> None:
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/predict"]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"text", "texts", "context", "posts", "explain", "explain_motive", "model"}
+    assert set(schema["properties"]) == {"text", "texts", "context", "posts", "explain", "explain_motive",
+                                        "explain_method", "model"}
     assert schema["examples"] and schema["properties"]["text"]["description"]
     assert {"200", "404", "413", "422"} <= set(op["responses"])
     # every context field is documented, with an example

@@ -91,8 +91,11 @@ def test_lifespan_shutdown_answers_what_the_batcher_still_holds(serving_models_d
     """Shutdown while one batch is in the model and two requests wait behind it: the lifespan
     shutdown returns only once all three are answered; a request after it is refused with 503.
     One event loop drives both (TestClient would stop its loop under the pending requests)."""
-    store = SimpleNamespace(name="sharelens", get=lambda ref=None: held, load_default=lambda: held)
-    app = create_app(Settings(models_dir=serving_models_dir, batch_window_ms=0), store)  # type: ignore[arg-type]
+    store = SimpleNamespace(name="sharelens", get=lambda ref=None: held, load_default=lambda: held,
+                            default_version=None)
+    # registry_poll_s 0: this stand-in store has no registry for the watcher to follow
+    app = create_app(Settings(models_dir=serving_models_dir, batch_window_ms=0, registry_poll_s=0),
+                     store)  # type: ignore[arg-type]
     batcher = app.state.batcher
 
     async def scenario() -> list[httpx.Response]:

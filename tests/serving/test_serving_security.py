@@ -180,8 +180,8 @@ def test_explanations_stop_between_posts_once_the_budget_is_spent(store, monkeyp
     explain = Explainer(steps=2, stop=budget.stopping)
     original = Explainer.explain
 
-    def explain_then_spend(self, predictor, post, pred, motive):
-        out = original(self, predictor, post, pred, motive)
+    def explain_then_spend(self, predictor, post, pred, motive, **kwargs):
+        out = original(self, predictor, post, pred, motive, **kwargs)
         done.append(Post.of(post).text)
         budget.stop()  # the budget runs out while the first post is being explained
         return out

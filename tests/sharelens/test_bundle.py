@@ -102,3 +102,67 @@ def test_unreadable_metadata_is_refused(tiny_bundle: Path, tmp_path: Path, name:
     with pytest.raises(SharelensError) as e:
         verify_bundle(b, check_hash=False)
     assert e.value.code == "E212"
+
+
+# -- formats: Hugging Face-native bundles (2), and the old layout of v0001..v0003 (1) ----------------
+def test_bundles_are_written_hugging_face_native(tiny_bundle: Path, real_posts: list[str]) -> None:
+    import torch
+    from transformers import AutoModel
+
+    from sharelens.bundle import BUNDLE_FORMAT
+    from sharelens.context_features import ContextFeatures
+
+    info = verify_bundle(tiny_bundle)
+    assert info.format == BUNDLE_FORMAT and info.hf_native
+    assert {"modeling_sharelens.py", "network.py", "labels.py"} <= {p.name for p in tiny_bundle.iterdir()}
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    features = ContextFeatures.load(tiny_bundle)
+    assert config["context_features"] == json.loads(json.dumps(features.to_dict()))
+    assert ContextFeatures.from_dict(config["context_features"]) == features
+    assert config["motive_id2label"] == json.loads((tiny_bundle / "labels.json").read_text())["motive_id2label"]
+    # what sharelens serves is what transformers loads from the folder with its own code
+    pred = Predictor.from_bundle(tiny_bundle)
+    hf = AutoModel.from_pretrained(tiny_bundle, trust_remote_code=True).eval()
+    enc = pred.encode(real_posts[:6])
+    with torch.no_grad():
+        a = pred.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        b = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    assert torch.allclose(a["motive_logits"], b["motive_logits"], atol=1e-5)
+    assert torch.allclose(a["tier_logits"], b["tier_logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["lean", "transformers"])
+def test_old_layout_bundles_still_load(legacy_bundle: Path, tiny_bundle: Path, runtime: str,
+                                       real_posts: list[str]) -> None:
+    from sharelens.bundle import LEGACY_FORMAT
+
+    info = verify_bundle(legacy_bundle)
+    assert info.format == LEGACY_FORMAT and not info.hf_native
+    old = Predictor.from_bundle(legacy_bundle, runtime=runtime)
+    new = Predictor.from_bundle(tiny_bundle, runtime=runtime)
+    assert old.runtime == runtime
+    for x, y in zip(old.predict(real_posts[:8]), new.predict(real_posts[:8]), strict=True):
+        assert abs(x.motive_probs - y.motive_probs).max() < 1e-6
+        assert abs(x.tier_probs - y.tier_probs).max() < 1e-6
+
+
+def test_unknown_bundle_format_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    b = _copy(tiny_bundle, tmp_path)
+    doc = json.loads((b / "bundle.json").read_text())
+    doc["format"] = "sharelens-bundle/9"
+    (b / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(SharelensError, match="sharelens-bundle/1 and sharelens-bundle/2") as e:
+        verify_bundle(b, check_hash=False)
+    assert e.value.code == "E213"
+
+
+def test_config_context_that_contradicts_context_json_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    from sharelens.bundle import load_model
+
+    b = _copy(tiny_bundle, tmp_path)
+    doc = json.loads((b / "config.json").read_text())
+    doc["context_sizes"] = doc["context_sizes"][:-1]
+    (b / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(SharelensError) as e:
+        load_model(verify_bundle(b))
+    assert e.value.code == "E251"

@@ -50,5 +50,5 @@ def test_enough_annotations_and_a_held_out_annotated_test_set() -> None:
     trainable = [r for r in final if splits[r["post_id"]] not in ("test", "ood_cctv", "ood_ced")]
     assert {s for r in trainable for s in [splits[r["post_id"]]]} <= {"train", "validation", "aux_cctv", "aux_ced",
                                                                         "aux_spam"}
-    for motive in ("incentive", "help_seeking"):  # hunted for in the visible sources
+    for motive in ("incentive", "help_seeking", "social_comparison"):  # hunted for in the visible sources
         assert sum(r["motive"] == motive for r in trainable) >= 100, motive

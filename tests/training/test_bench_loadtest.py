@@ -116,3 +116,92 @@ def test_loadtest_lua_script_cycles_real_posts(tmp_path) -> None:
     assert f'local bodies_path = "{bodies}"' in lua
     assert 'wrk.format(nil, "/predict", nil, bodies[nxt])' in lua and "% #bodies" in lua
     assert loadtest.MARK in lua and "%(" not in lua
+
+
+def test_mixed_bodies_explain_every_nth_of_long_and_short_posts_in_turn() -> None:
+    posts = [f"post {i} " + "长" * i for i in range(40)]
+    bodies = loadtest.request_bodies(posts, explain_every=10)
+    explained = [i for i, b in enumerate(bodies) if b.get("explain")]
+    assert explained == [9, 19, 29, 39]
+    lengths = [len(bodies[i]["text"]) for i in explained]
+    longest, shortest = max(map(len, posts)), min(map(len, posts))
+    assert lengths[0] == longest and lengths[1] == shortest and lengths[2] < longest and lengths[3] > shortest
+    assert all("explain" not in b for i, b in enumerate(bodies) if i not in explained)
+    assert loadtest.request_bodies(posts, explain_every=0) == [{"text": t} for t in posts]
+
+
+def test_timings_are_split_by_kind_with_their_failures(tmp_path) -> None:
+    (tmp_path / "thread-1.tsv").write_text("plain\t200\t100000\nexplain\t200\t900000\nplain\t429\t5000\n")
+    (tmp_path / "thread-2.tsv").write_text("plain\t200\t300000\nbroken line\n")
+    t = loadtest.read_timings(tmp_path)
+    assert t["plain"]["requests"] == 3 and t["plain"]["failed"] == 1 and t["plain"]["failed_statuses"] == {"429": 1}
+    assert t["plain"]["p50_ms"] == pytest.approx(100.0) and t["plain"]["max_ms"] == pytest.approx(300.0)
+    assert t["explain"] == {"requests": 1, "failed": 0, "failed_statuses": {}, "p50_ms": 900.0, "p95_ms": 900.0,
+                            "p99_ms": 900.0, "max_ms": 900.0}
+    out = loadtest.render({**loadtest.summarise(
+        {"requests": 4, "duration_us": 1_000_000, "bytes": 1, "non2xx": 1, "connect": 0, "read": 0, "write": 0,
+         "timeout": 0, "status_gt399": 1, "p50_us": 1, "p95_us": 1, "p99_us": 1, "max_us": 1, "mean_us": 1.0},
+        loadtest.memory_verdict([1]), clients=2, duration=1), "by_kind": t, "explain_every": 10})
+    assert "plain p95 while explanations run" in out and "| 300.0 ms: target <= 300 ms met |" in out
+    assert "every 10th asks for an explanation" in out
+
+
+@pytest.mark.skipif(__import__("shutil").which("wrk") is None, reason="wrk is not installed")
+def test_the_lua_script_times_each_request_by_kind_against_a_real_server(tmp_path) -> None:
+    """wrk and the generated script against a stub HTTP server that answers explain requests
+    slowly: every answered request is timed, under its own kind, with its status."""
+    import http.server
+    import threading
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        answered = 0
+
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            slow = b'"explain": true' in body
+            if slow:
+                __import__("time").sleep(0.05)
+            Stub.answered += 1
+            self.send_response(503 if Stub.answered % 7 == 0 and not slow else 200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = tmp_path / "b.jsonl"
+        loadtest.write_bodies([f"post {i}" for i in range(10)], bodies, explain_every=5)
+        timings = tmp_path / "timings"
+        timings.mkdir()
+        script = tmp_path / "s.lua"
+        script.write_text(loadtest.lua_script(bodies, 2, timings), encoding="utf-8")
+        w = loadtest.run_wrk(f"http://127.0.0.1:{server.server_address[1]}/predict", script, clients=2, threads=2,
+                             duration=1, timeout_s=5)
+    finally:
+        server.shutdown()
+    t = loadtest.read_timings(timings)
+    assert t["plain"]["requests"] + t["explain"]["requests"] == w["requests"] - w["read"]  # each answered one
+    assert t["explain"]["p50_ms"] >= 50 > t["plain"]["p50_ms"]
+    assert t["plain"]["failed"] == t["plain"]["failed_statuses"]["503"] > 0 and t["explain"]["failed"] == 0
+
+
+def test_the_explanation_method_table_marks_the_default_and_the_targets() -> None:
+    def row(method, p50, p95, comp):
+        return {"method": method, "p50_ms": p50, "p95_ms": p95, "attributed": comp, "random": 0.07,
+                "sufficiency": 0.09, "sufficiency_random": 0.27}
+
+    e = {"config": "int8 lean", "posts": 50, "default": "occlusion", "ig_steps": 16,
+         "rows": [row("occlusion", 150.0, 500.0, 0.30), row("integrated_gradients", 600.0, 2000.0, 0.21),
+                  row("gradient_x_input", 50.0, 90.0, 0.04)]}
+    out = bench.render_explain_methods(e)
+    assert out[1].startswith("| method |") and len(out) == 6
+    assert "| occlusion (served default) | 150 / 500 ms | 0.300 (0.070) | 0.090 (0.270) | yes |" in out
+    assert out[4].endswith("| NO (slow) |") and out[5].endswith("| NO (less faithful) |")
+    assert bench.render_explain_methods({"error": "int8 lean could not be loaded"}) == [
+        "Explanation methods: unavailable (int8 lean could not be loaded)"]
+    assert bench.render_explain_methods(None) == []
