@@ -106,3 +106,24 @@ def private_models_dir(tmp_path: Path, serving_models_dir: Path) -> Path:
 def client(app) -> Iterator[TestClient]:
     # No `with`: the lifespan (which loads the default model) is not needed, the store is loaded.
     yield TestClient(app)
+
+
+@pytest.fixture
+def corrupt_copy():
+    """(models_dir, version) -> a registered copy of the version whose weights no longer match
+    their checksum."""
+    from sharelens.registry import Registry
+
+    def make(models_dir: Path, of: str) -> str:
+        reg = Registry(models_dir)
+        version = reg.next_version("sharelens")
+        dest = models_dir / "sharelens" / version
+        shutil.copytree(models_dir / "sharelens" / of, dest)
+        weights = dest / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-64:] = bytes(64)  # the tail of the last tensor: still loadable, but not what was trained
+        weights.write_bytes(bytes(data))
+        reg.register("sharelens", version)
+        return version
+
+    return make

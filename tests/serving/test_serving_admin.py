@@ -4,7 +4,6 @@ refuse a corrupted bundle (the old model keeps serving), and never turn names in
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,20 +22,6 @@ KEY = {"X-API-Key": "s3cret"}
 
 def _client(models_dir: Path, store: ModelStore | None = None, **settings) -> TestClient:
     return TestClient(create_app(Settings(models_dir=models_dir, **settings), store))
-
-
-def _corrupt_copy(models_dir: Path, of: str) -> str:
-    """Register a copy of version `of` whose weights no longer match their checksum."""
-    reg = Registry(models_dir)
-    version = reg.next_version("sharelens")
-    dest = models_dir / "sharelens" / version
-    shutil.copytree(models_dir / "sharelens" / of, dest)
-    weights = dest / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-64:] = bytes(64)  # the tail of the last tensor: still loadable, but not what was trained
-    weights.write_bytes(bytes(data))
-    reg.register("sharelens", version)
-    return version
 
 
 # -- who may call ---------------------------------------------------------------------------------
@@ -104,8 +89,8 @@ def test_reload_picks_up_a_moved_alias(private_models_dir, versions) -> None:
     assert client.get("/models", headers=KEY).json()["serving"] == versions["canary"]
 
 
-def test_alias_move_refuses_a_corrupted_bundle_and_keeps_the_alias(private_models_dir, versions) -> None:
-    broken = _corrupt_copy(private_models_dir, versions["production"])
+def test_alias_move_refuses_a_corrupted_bundle_and_keeps_the_alias(private_models_dir, versions, corrupt_copy) -> None:
+    broken = corrupt_copy(private_models_dir, versions["production"])
     store = ModelStore(private_models_dir)
     store.load_default()
     client = _client(private_models_dir, store, api_key="s3cret")
@@ -166,12 +151,12 @@ def test_alias_to_an_unregistered_version_is_404(private_models_dir) -> None:
 
 
 # -- under load -----------------------------------------------------------------------------------
-def test_model_swaps_under_load_drop_no_request(private_models_dir, versions) -> None:
+def test_model_swaps_under_load_drop_no_request(private_models_dir, versions, corrupt_copy) -> None:
     """Clients keep sending while production is pointed at a corrupted copy (refused twice: by an
     alias move, and by a reload after the registry was edited behind the server's back) and then
     moved to the canary. Every request succeeds, and the version changes only with the reload."""
     old, new = versions["production"], versions["canary"]
-    broken = _corrupt_copy(private_models_dir, old)
+    broken = corrupt_copy(private_models_dir, old)
     store = ModelStore(private_models_dir)
     store.load_default()
     # explain_client_rate 0: the explaining client loops as fast as it can, and this test is about

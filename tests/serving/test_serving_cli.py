@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from serving.cli import main
 
 
@@ -74,54 +76,24 @@ def test_an_oversize_header_is_refused_by_the_server() -> None:
     lands in one read of the socket passes uvicorn's cap: the app's own 431 is tested in
     test_serving_security.)"""
     import socket
-    import threading
-    import time
 
-    import uvicorn
+    with _uvicorn_in_a_thread() as (port, calls):
+        def status(header_bytes: int) -> int | None:
+            """The answer's status, or None when the server cut the connection before answering."""
+            request = f"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * header_bytes}\r\nConnection: close\r\n\r\n".encode()
+            reply = b""
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                try:
+                    conn.sendall(request)
+                    while chunk := conn.recv(65536):
+                        reply += chunk
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+            return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else None
 
-    from serving.cli import uvicorn_options
-    from serving.settings import Settings
-
-    calls: list[int] = []
-
-    async def app(scope, receive, send) -> None:
-        calls.append(1)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
-               "log_level": "critical"}
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-
-    def status(header_bytes: int) -> int | None:
-        """The answer's status, or None when the server cut the connection before answering."""
-        request = f"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * header_bytes}\r\nConnection: close\r\n\r\n".encode()
-        reply = b""
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            try:
-                conn.sendall(request)
-                while chunk := conn.recv(65536):
-                    reply += chunk
-            except (ConnectionResetError, BrokenPipeError):
-                pass
-        return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else None
-
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
         assert status(1024) == 200 and calls == [1]
         assert status(1024 * 1024) in (400, 431, None)
         assert calls == [1]  # the app never saw it
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
@@ -130,36 +102,12 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
     are answered; the app never sees the stalled one."""
     import functools
     import socket
-    import threading
     import time
 
-    import uvicorn
-
-    from serving.cli import uvicorn_options
     from serving.protocol import HeadTimeoutH11Protocol
-    from serving.settings import Settings
 
-    calls: list[int] = []
-
-    async def app(scope, receive, send) -> None:
-        calls.append(1)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
-               "log_level": "critical", "timeout_keep_alive": 30,
-               "http": functools.partial(HeadTimeoutH11Protocol, header_timeout_s=0.5)}
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+    with _uvicorn_in_a_thread(timeout_keep_alive=30,
+                              http=functools.partial(HeadTimeoutH11Protocol, header_timeout_s=0.5)) as (port, calls):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert conn.recv(65536).startswith(b"HTTP/1.1 200")
@@ -179,6 +127,42 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
             assert conn.recv(65536) == b""
             assert time.monotonic() - started < 5
         assert len(calls) == 3
+
+
+@contextlib.contextmanager
+def _uvicorn_in_a_thread(**overrides):
+    """A real uvicorn with `serve`'s options (and `overrides`) around a trivial app, in a thread:
+    yields (port, calls), calls growing by one for each request the app saw."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.cli import uvicorn_options
+    from serving.settings import Settings
+
+    calls: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        calls.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
+               "log_level": "critical", **overrides}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        yield port, calls
     finally:
         server.should_exit = True
         thread.join(10)
