@@ -200,6 +200,16 @@ CATALOG: tuple[Code, ...] = (
          "a second with bursts of SHARELENS_EXPLAIN_CLIENT_BURST"),
     Code("E464", 499, CLIENT_GONE, "the client disconnected while its explanation waited or ran: the work "
          "stopped at the next post (logged and counted; the client is gone and never reads it)"),
+    _cli("E470", "no such input file {path}", "sharelens score: the input file does not exist"),
+    _cli("E471", "{what} {path} has an unknown extension {ext!r}; use one of .csv, .jsonl, .parquet",
+         "sharelens score: the input or output is not CSV, JSONL or Parquet by its extension"),
+    _cli("E472", "{path} has no text column {column!r} (columns: ...); say which with --text-column",
+         "sharelens score: the text column (or the --id-column, or a --context-columns column) is missing"),
+    _cli("E473", "--context-columns takes field=column pairs separated by commas",
+         "sharelens score: --context-columns is malformed, or --batch-size / --chunk-size below 1"),
+    _cli("E474", "cannot read {path}: {reason}", "sharelens score: the input does not parse as its format"),
+    _cli("E475", "no row of {path} could be scored; nothing written",
+         "sharelens score: every row was rejected (or the input is empty)"),
     Code("E500", 500, INTERNAL, "a bug: the server log has the trace"),
 )
 CATALOG_BY_CODE: dict[str, Code] = {c.code: c for c in CATALOG}

@@ -8,6 +8,8 @@ sharelens refit [--heads motive tier] [--model NAME] [--version REF]   (refit-ti
 sharelens promote --version REF [--alias production] [--model NAME]
 sharelens convert [--model NAME] [--version REF | --bundle DIR] [--out DIR]   (format 1 -> Hugging Face-native)
 sharelens models
+sharelens score IN -o OUT [--model NAME] [--version REF] [--backend fp32|int8] [--text-column text] [--id-column C]
+                [--context-columns field=column,...] [--batch-size 32] [--chunk-size 2000]
 """
 
 from __future__ import annotations
@@ -127,6 +129,19 @@ def _cmd_refit(a: argparse.Namespace) -> None:
     evaluate_bundle(dest, fit_calibration=True, registry=Registry(MODELS_DIR))
 
 
+def _cmd_score(a: argparse.Namespace) -> None:
+    from training.score import ScoreOptions, check_paths, parse_context_columns, score
+
+    src, out = Path(a.input), Path(a.output)
+    check_paths(src, out)  # bad usage is refused before the model loads
+    opts = ScoreOptions(text_column=a.text_column, id_column=a.id_column,
+                        context_columns=parse_context_columns(a.context_columns), batch_size=a.batch_size,
+                        chunk_size=a.chunk_size, backend=a.backend)
+    a.bundle = None
+    summary = score(src, out, _bundle_path(a), opts, progress=not a.no_progress)
+    print(summary.line())
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.config import add_override_arguments
 
@@ -164,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("--heads", nargs="+", default=["motive", "tier"], choices=["motive", "tier"],
                            help="which heads to refit (default: both)")
     sub.add_parser("models", help="list versions and aliases")
+    s = sub.add_parser("score", help="score an archive of posts (CSV, JSONL or Parquet) into a table; resumable")
+    s.add_argument("input", help="posts: .csv, .jsonl or .parquet")
+    s.add_argument("-o", "--output", required=True, help="scores: .parquet, .csv or .jsonl (by extension)")
+    s.add_argument("--model", default="sharelens")
+    s.add_argument("--version", default=None, help="version or alias (default: production, then latest)")
+    s.add_argument("--backend", default="fp32", choices=["fp32", "int8"])
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--id-column", default=None, help="row id column (default: the 0-based row number)")
+    s.add_argument("--context-columns", default=None,
+                   help="field=column pairs, comma-separated, for context columns not named like the fields")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--chunk-size", type=int, default=2000, help="rows per resumable part file")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     try:
         if a.cmd == "data":
@@ -188,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_convert(a)
         elif a.cmd in ("refit", "refit-tier"):
             _cmd_refit(a)
+        elif a.cmd == "score":
+            _cmd_score(a)
     except SharelensError as exc:
         print(str(exc), file=sys.stderr)
         return 2
