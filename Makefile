@@ -70,20 +70,20 @@ models: $(STAMP) ## list trained versions and aliases
 	$(PY) -m training.cli models
 
 serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* env settings)
-	$(PY) -m serving.cli serve
+	$(PY) -m training.cli serve
 
 predict: $(STAMP) ## predict one post in the terminal: make predict TEXT="转发抽奖送三台手机" [ARGS="--channel 明星 --vip true"]
-	$(PY) -m serving.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
+	$(PY) -m training.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
 
 bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean, ONNX Runtime fp32/int8 as a peer (a table)
-	$(PY) -m serving.bench --name $(MODEL) $(ARGS)
+	$(PY) -m training.cli bench --name $(MODEL) $(ARGS)
 
 quantize: $(CORPUS) ## export the int8 path beside a bundle and compare its test accuracy with fp32 (VERSION=…)
-	$(PY) -m training.quantize --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(ARGS)
+	$(PY) -m training.cli quantize --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(ARGS)
 
 loadtest: $(STAMP) ## 16 concurrent clients for 60 s against 127.0.0.1 with wrk (apt-get install wrk); ARGS="--duration 10"
 	@command -v wrk >/dev/null || { echo "Error E432: install wrk: apt-get install -y wrk" >&2; exit 2; }
-	$(PY) -m serving.loadtest --name $(MODEL) $(ARGS)
+	$(PY) -m training.cli loadtest --name $(MODEL) $(ARGS)
 
 test: $(STAMP) ## run the test suite (fast; slow tests excluded)
 	$(PY) -m pytest

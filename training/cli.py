@@ -10,6 +10,11 @@ sharelens convert [--model NAME] [--version REF | --bundle DIR] [--out DIR]   (f
 sharelens models
 sharelens score IN -o OUT [--model NAME] [--version REF] [--backend fp32|int8] [--text-column text] [--id-column C]
                 [--context-columns field=column,...] [--batch-size 32] [--chunk-size 2000]
+sharelens serve | predict | quantize | bench | loadtest | faithfulness [...]   (each: --help)
+
+The last six hand their arguments, `--help` included, to the module that does the work (serving.cli,
+training.quantize, serving.bench, serving.loadtest, serving.faithfulness), so that there is one command
+and each option is defined once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ import sys
 from pathlib import Path
 
 from sharelens.errors import SharelensError
+
+# subcommand -> (module whose main() does it, arguments put first, help)
+DELEGATED: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "serve": ("serving.cli", ("serve",), "run the HTTP API and the page (SHARELENS_* settings)"),
+    "predict": ("serving.cli", ("predict",), "share motive and tier of one post in the terminal"),
+    "quantize": ("training.quantize", (), "export the int8 path beside a bundle and compare its test accuracy"),
+    "bench": ("serving.bench", (), "latency, throughput, memory, explanation methods, ONNX Runtime beside them"),
+    "loadtest": ("serving.loadtest", (), "concurrent clients against a real server with wrk (explanations mixed in)"),
+    "faithfulness": ("serving.faithfulness", (), "latency and AOPC faithfulness of each explanation method"),
+}
 
 
 def _cmd_data(a: argparse.Namespace) -> None:
@@ -143,9 +158,16 @@ def _cmd_score(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from training.config import add_override_arguments
 
-    p = argparse.ArgumentParser(prog="sharelens", description="sharelens data, training and evaluation")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in DELEGATED:
+        module, first, _ = DELEGATED[args[0]]
+        return int(importlib.import_module(module).main([*first, *args[1:]]) or 0)
+    p = argparse.ArgumentParser(prog="sharelens", description="sharelens: data, training, evaluation, serving, "
+                                "scoring and benchmarks in one command; `sharelens <command> --help` for each")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("data", help="build the corpus and splits from the pinned sources")
     d.add_argument("--raw-dir", help="local mirror of the raw sources (default: $SHARELENS_RAW_DIR or ../shared/data/raw)")
@@ -192,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--chunk-size", type=int, default=2000, help="rows per resumable part file")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    for name, (_, _, helptext) in DELEGATED.items():  # listed here; parsed by their own modules above
+        sub.add_parser(name, help=helptext, add_help=False)
+    a = p.parse_args(args)
     try:
         if a.cmd == "data":
             _cmd_data(a)

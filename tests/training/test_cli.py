@@ -63,3 +63,27 @@ def test_help_lists_every_config_field() -> None:
     for field in TrainConfig.__dataclass_fields__:
         if field != "profile":
             assert "--" + field.replace("_", "-") in out
+
+
+def test_one_command_lists_every_step_and_hands_the_serving_ones_their_arguments(capsys) -> None:
+    import pytest
+
+    from training.cli import DELEGATED, main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    listed = capsys.readouterr().out
+    for name in ("data", "encoder", "train", "eval", "models", "promote", "serve", "predict", "score", "quantize",
+                 "bench", "loadtest"):
+        assert f"    {name} " in listed, name
+    for name in DELEGATED:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])  # the module's own parser answers, with its own options
+        assert exc.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--no-such-option"])
+    assert exc.value.code == 2
+    assert main(["bench", "--configs", "fp64"]) == 2  # the module's one-line error and exit status
+    assert "Error E431" in capsys.readouterr().err
