@@ -18,6 +18,10 @@ DATA    ?=
 TEXT    ?=
 ARGS    ?=
 
+# serve / predict: MODEL or PROFILE given (command line or environment) pick the served model; otherwise
+# SHARELENS_MODEL_NAME if set, else sharelens.
+SERVED_MODEL = $(if $(filter command line environment,$(origin MODEL) $(origin PROFILE)),$(MODEL),$${SHARELENS_MODEL_NAME:-$(MODEL)})
+
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -70,10 +74,10 @@ models: $(STAMP) ## list trained versions and aliases
 	$(PY) -m training.cli models
 
 serve: $(STAMP) ## serve the API and page on http://127.0.0.1:8000 (SHARELENS_* env settings)
-	$(PY) -m training.cli serve
+	SHARELENS_MODEL_NAME="$(SERVED_MODEL)" $(PY) -m training.cli serve
 
 predict: $(STAMP) ## predict one post in the terminal: make predict TEXT="转发抽奖送三台手机" [ARGS="--channel 明星 --vip true"]
-	$(PY) -m training.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
+	SHARELENS_MODEL_NAME="$(SERVED_MODEL)" $(PY) -m training.cli predict --explain $(if $(VERSION),--model $(VERSION)) $(ARGS) -- "$(TEXT)"
 
 bench: $(STAMP) ## latency, throughput, memory, cold start, faithfulness: fp32 transformers vs fp32 lean vs int8 lean, ONNX Runtime fp32/int8 as a peer (a table)
 	$(PY) -m training.cli bench --name $(MODEL) $(ARGS)

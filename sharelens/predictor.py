@@ -166,11 +166,22 @@ class Predictor:
         return np.array([self.features.encode(p.context, a) for p, a in zip(posts, ages, strict=True)],
                         dtype=np.int64).reshape(len(posts), -1)
 
+    @staticmethod
+    def _batch_starts(n: int, batch_size: int, progress: str | None):
+        """Where each batch starts; with a tqdm bar named `progress` for long offline jobs (the
+        server never asks for one)."""
+        starts = range(0, n, batch_size)
+        if progress is None:
+            return starts
+        from tqdm.auto import tqdm
+
+        return tqdm(starts, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
+
     @torch.inference_mode()
-    def logits(self, texts: list[str], batch_size: int = 32, context_ids: np.ndarray | None = None
-               ) -> tuple[RawOutputs, list[int]]:
+    def logits(self, texts: list[str], batch_size: int = 32, context_ids: np.ndarray | None = None,
+               progress: str | None = None) -> tuple[RawOutputs, list[int]]:
         """Uncalibrated logits for already-normalised texts (and their context categories, from
-        `context_ids`), in input order, and token counts."""
+        `context_ids`), in input order, and token counts. `progress`: a progress bar's name."""
         m_out = np.zeros((len(texts), len(MOTIVES)), dtype=np.float32)
         t_out = np.zeros((len(texts), len(TIERS) - 1), dtype=np.float32)
         if not texts:
@@ -178,7 +189,7 @@ class Predictor:
         seqs, counts = self.tokenize(texts)
         # Longest first, so each batch is padded only to its own longest text.
         order = np.argsort([-len(x) for x in seqs], kind="stable")
-        for start in range(0, len(texts), batch_size):
+        for start in self._batch_starts(len(texts), batch_size, progress):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = self._pad([seqs[i] for i in idx])
             ctx = None if context_ids is None else torch.from_numpy(context_ids[idx]).to(self.device)
@@ -189,13 +200,13 @@ class Predictor:
         return RawOutputs(m_out, t_out), counts
 
     @torch.inference_mode()
-    def pooled(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def pooled(self, texts: list[str], batch_size: int = 32, progress: str | None = None) -> np.ndarray:
         """The encoder's pooled vectors for already-normalised texts, in input order: what every
         head reads. Evaluation runs the heads on them under many contexts without re-encoding."""
         seqs, _ = self.tokenize(texts) if texts else ([], [])
         out = np.zeros((len(texts), self.model.encoder.config.hidden_size), dtype=np.float32)
         order = np.argsort([-len(x) for x in seqs], kind="stable")
-        for start in range(0, len(texts), batch_size):
+        for start in self._batch_starts(len(texts), batch_size, progress):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = self._pad([seqs[i] for i in idx])
             out[idx] = self.infer_model.pool(input_ids.to(self.device), attention_mask.to(self.device)).float().cpu().numpy()

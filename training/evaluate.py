@@ -91,7 +91,8 @@ def fit_temperatures(pred: Predictor, corpus, split: str) -> dict:
     """Temperatures on the validation split, fed as the API is fed: full context, no observed age."""
     rows = list(corpus[split])
     posts = posts_of(rows)
-    raw, _ = pred.logits([normalise_text(p.text) for p in posts], context_ids=pred.context_ids(posts))
+    raw, _ = pred.logits([normalise_text(p.text) for p in posts], context_ids=pred.context_ids(posts),
+                         progress=f"calibrate on {split}")
     doc: dict = {"fitted_on": split}
     m_idx = np.array([i for i, r in enumerate(rows) if r["motive"]], dtype=int)
     if len(m_idx):
@@ -139,7 +140,7 @@ def _tier_variants(pred: Predictor, pooled: np.ndarray, posts: list[Post], ages:
 def evaluate_rows(pred: Predictor, rows: list[dict], baselines: dict) -> dict:
     posts = posts_of(rows)
     texts = [normalise_text(p.text) for p in posts]
-    pooled = pred.pooled(texts)  # each text is encoded once for every row of both tables
+    pooled = pred.pooled(texts, progress="encode")  # each text is encoded once for every row of both tables
     raw = pred.head_logits(pooled, pred.context_ids(posts))
     counts = pred.tokenize(texts)[1] if texts else []
     mp, tp = pred.probabilities(raw)

@@ -34,8 +34,8 @@ def _scores(result: dict) -> dict:
 
 def agreement(fp32, int8, texts: list[str]) -> dict:
     """How far the int8 probabilities are from fp32 on the same (normalised) texts."""
-    mp0, tp0 = fp32.probabilities(fp32.logits(texts)[0])
-    mp1, tp1 = int8.probabilities(int8.logits(texts)[0])
+    mp0, tp0 = fp32.probabilities(fp32.logits(texts, progress="fp32")[0])
+    mp1, tp1 = int8.probabilities(int8.logits(texts, progress="int8")[0])
     dm, dt = np.abs(mp1 - mp0).max(1), np.abs(tp1 - tp0).max(1)
     return {
         "posts": len(texts),
