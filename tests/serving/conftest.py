@@ -127,3 +127,40 @@ def corrupt_copy():
         return version
 
     return make
+
+
+@pytest.fixture
+def uvicorn_in_a_thread():
+    """(app, **uvicorn options) -> a context manager running a real uvicorn around `app` in a
+    thread on a free 127.0.0.1 port, yielding the port; `serve`'s options unless overridden."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.cli import uvicorn_options
+    from serving.settings import Settings
+
+    @contextlib.contextmanager
+    def run(app, **overrides):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
+                   "log_level": "critical", **overrides}
+        server = uvicorn.Server(uvicorn.Config(app, **options))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                assert time.monotonic() < deadline and thread.is_alive()
+                time.sleep(0.02)
+            yield port
+        finally:
+            server.should_exit = True
+            thread.join(20)
+
+    return run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from serving.cli import main
 
 
@@ -70,14 +68,15 @@ def test_serve_bounds_connections_headers_idle_time_and_shutdown(monkeypatch) ->
             config.timeout_graceful_shutdown) == (64, 8192, 2, 7)
 
 
-def test_an_oversize_header_is_refused_by_the_server() -> None:
+def test_an_oversize_header_is_refused_by_the_server(uvicorn_in_a_thread) -> None:
     """The options above on a real uvicorn (a trivial app, in a thread): a 1 KiB header passes,
     the 1 MiB one of the review is refused by uvicorn before any app code runs. (A head that
     lands in one read of the socket passes uvicorn's cap: the app's own 431 is tested in
     test_serving_security.)"""
     import socket
 
-    with _uvicorn_in_a_thread() as (port, calls):
+    app, calls = _trivial_app()
+    with uvicorn_in_a_thread(app) as port:
         def status(header_bytes: int) -> int | None:
             """The answer's status, or None when the server cut the connection before answering."""
             request = f"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * header_bytes}\r\nConnection: close\r\n\r\n".encode()
@@ -96,7 +95,7 @@ def test_an_oversize_header_is_refused_by_the_server() -> None:
         assert calls == [1]  # the app never saw it
 
 
-def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
+def test_a_request_head_that_does_not_arrive_in_time_is_cut(uvicorn_in_a_thread) -> None:
     """Slowloris: a connection that sends part of a request head and stalls is closed after the
     head deadline, while a complete request, and a second one on the same keep-alive connection,
     are answered; the app never sees the stalled one."""
@@ -106,8 +105,9 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
 
     from serving.protocol import HeadTimeoutH11Protocol
 
-    with _uvicorn_in_a_thread(timeout_keep_alive=30,
-                              http=functools.partial(HeadTimeoutH11Protocol, header_timeout_s=0.5)) as (port, calls):
+    app, calls = _trivial_app()
+    with uvicorn_in_a_thread(app, timeout_keep_alive=30,
+                             http=functools.partial(HeadTimeoutH11Protocol, header_timeout_s=0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert conn.recv(65536).startswith(b"HTTP/1.1 200")
@@ -129,19 +129,9 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut() -> None:
         assert len(calls) == 3
 
 
-@contextlib.contextmanager
-def _uvicorn_in_a_thread(**overrides):
-    """A real uvicorn with `serve`'s options (and `overrides`) around a trivial app, in a thread:
-    yields (port, calls), calls growing by one for each request the app saw."""
-    import socket
-    import threading
-    import time
 
-    import uvicorn
-
-    from serving.cli import uvicorn_options
-    from serving.settings import Settings
-
+def _trivial_app():
+    """An ASGI app answering 200 "ok", and the list that grows by one per request it saw."""
     calls: list[int] = []
 
     async def app(scope, receive, send) -> None:
@@ -149,20 +139,4 @@ def _uvicorn_in_a_thread(**overrides):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = {**uvicorn_options(Settings()), "port": port, "factory": False, "workers": 1, "lifespan": "off",
-               "log_level": "critical", **overrides}
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        yield port, calls
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return app, calls

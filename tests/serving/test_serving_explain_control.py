@@ -238,13 +238,11 @@ def test_one_explaining_request_per_core(settings) -> None:
     assert Settings(explain_threads=64).resolved_explain_slots() == 1
 
 
-def test_an_explanation_stops_when_its_client_hangs_up(serving_models_dir, store, monkeypatch) -> None:
+def test_an_explanation_stops_when_its_client_hangs_up(serving_models_dir, store, monkeypatch,
+                                                      uvicorn_in_a_thread) -> None:
     """Through a real uvicorn: a client asks to explain 16 posts and closes its connection; the
     server notices, stops before the next post, frees the slot and counts it."""
     import socket
-    import threading
-
-    import uvicorn
 
     from serving.explain import Explainer
     from serving.main import create_app
@@ -260,17 +258,7 @@ def test_an_explanation_stops_when_its_client_hangs_up(serving_models_dir, store
 
     monkeypatch.setattr(Explainer, "explain", slowly)
     app = create_app(Settings(models_dir=serving_models_dir, explain_client_rate=0, registry_poll_s=0), store)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", http="h11"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+    with uvicorn_in_a_thread(app, lifespan="on") as port:
         body = ('{"texts": [' + ", ".join(['"转发抽奖，关注我们"'] * 16) + '], "explain": true}').encode()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -283,6 +271,3 @@ def test_an_explanation_stops_when_its_client_hangs_up(serving_models_dir, store
         assert 1 <= len(explained) < 16
         metrics = app.state.metrics.render()[0].decode()
         assert 'sharelens_explanations_stopped_total{reason="disconnect"} 1.0' in metrics
-    finally:
-        server.should_exit = True
-        thread.join(20)
