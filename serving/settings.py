@@ -18,8 +18,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sharelens.explain import DEFAULT_METHOD, METHODS, OCCLUSION_MAX_SPANS
-
-REPO = Path(__file__).resolve().parents[1]
+from sharelens.paths import REPO_ROOT
 
 
 def usable_cores() -> int:
@@ -32,7 +31,7 @@ def usable_cores() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHARELENS_", extra="ignore")
 
-    models_dir: Path = Field(REPO / "models", description="models/ folder holding registry.json and bundles")
+    models_dir: Path = Field(REPO_ROOT / "models", description="models/ folder holding registry.json and bundles")
     model_name: str = Field("sharelens", description="registry name of the model to serve")
     default_ref: str | None = Field(None, description="alias or version served by default "
                                     "(None: production, then latest)")

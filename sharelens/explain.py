@@ -9,7 +9,7 @@
   model's own output. Forward and backward passes of the fp32 network per step.
 - `gradient_x_input`: the gradient at the post times (embedding - baseline): one forward and
   backward pass; the cheapest, and the least faithful on our posts.
-The choice of default and its measurement: `serving/faithfulness.py` and `make bench`'s
+The choice of default and its measurement: `benchmarks/faithfulness.py` and `make bench`'s
 explanation table.
 
 Gradient methods: the baseline keeps the special tokens and turns

@@ -2,7 +2,7 @@
 mean pooling, both heads, the tier head's context input) exported to ONNX, an int8 copy made by
 `onnxruntime.quantization.quantize_dynamic`, and a Predictor that runs either in an
 `onnxruntime.InferenceSession`. `make bench` measures it beside the fp32 and int8 lean paths
-(`serving.bench.onnx_bench`); nothing serves it.
+(`benchmarks.bench.onnx_bench`); nothing serves it.
 
 Why here, in `sharelens` and not in `serving/`: this is one more way to run a bundle, the same
 layer as `sharelens.quantize` (an export stored beside the bundle, verified against the bundle's

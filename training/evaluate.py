@@ -28,6 +28,7 @@ from sharelens.context_features import ContextFeatures, observed_age_days
 from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVE2ID, MOTIVES, TIERS, engagement, tier_of
 from sharelens.modeling import tier_probs_from_logits
+from sharelens.paths import resolve_path
 from sharelens.post import Context, Post
 from sharelens.predictor import Predictor
 from sharelens.registry import Registry
@@ -219,7 +220,6 @@ def train_baselines(bundle: Path, corpus, features: ContextFeatures | None = Non
 def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: bool = False, registry: Registry | None = None,
                     data_dir: str = "data/build/corpus") -> dict:
     from training.report import write_report
-    from training.train import resolve_path
 
     bundle = Path(bundle)
     pred = Predictor.from_bundle(bundle)

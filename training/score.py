@@ -15,6 +15,14 @@ with the same input and options skips the finished chunks, so an interrupted run
 output is the concatenation of the parts, written under a temporary name and renamed, and is
 byte-identical to an uninterrupted run's. Rows that cannot be scored (empty text, a text longer
 than the server's limit, an unusable context value) go to `OUT.rejects.csv` (id, row, reason).
+
+Engines: what turns the posts of the unfinished chunks into predictions; everything else (reading,
+rejects, parts, manifest, resume, the output) is the same for all. `LocalEngine` (the default) runs
+one `Predictor` in this process, length-sorted batches on torch's threads; `training.score_ray.RayEngine`
+(`--engine ray`, imported only when asked for) runs the same chunk scoring in a pool of Ray actors,
+one model load each, on this machine or a cluster. An engine yields each chunk's prediction columns
+in chunk order, so a part is saved as soon as its chunk is back; the engine is not part of the
+manifest (a run may resume with the other engine).
 """
 
 from __future__ import annotations
@@ -26,11 +34,11 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sharelens.errors import SharelensError
 from sharelens.labels import MOTIVES, TIERS
@@ -240,6 +248,76 @@ def _score_chunk(predictor, posts: list[Post], batch_size: int, bar) -> list:
     return out
 
 
+def prediction_columns(preds: list) -> dict[str, list]:
+    """The output columns a chunk's predictions fill (all but `id` and `model_version`)."""
+    cols: dict[str, list] = {}
+    for j, m in enumerate(MOTIVES):
+        cols[f"motive_{m}"] = [float(p.motive_probs[j]) for p in preds]
+    cols["motive"] = [p.motive for p in preds]
+    for j, t in enumerate(TIERS):
+        cols[f"tier_{t}"] = [float(p.tier_probs[j]) for p in preds]
+    cols["tier"] = [p.tier for p in preds]
+    cols["context_used"] = [",".join(p.context_used) for p in preds]
+    return cols
+
+
+class ScoreEngine(Protocol):
+    """Turns the posts of the unfinished chunks into prediction columns."""
+
+    name: str
+
+    @property
+    def version(self) -> str:
+        """The model version the engine scores with (written in the manifest and every row)."""
+        ...
+
+    def score_chunks(self, chunks: Iterable[tuple[int, list[Post]]], batch_size: int, bar
+                     ) -> Iterator[tuple[int, dict[str, list]]]:
+        """(chunk index, posts) in -> (chunk index, `prediction_columns`) out, in the same order; a
+        chunk's rows in its posts' order. It may read ahead (Ray takes them all at once)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class LocalEngine:
+    """One Predictor in this process: each chunk in length-sorted batches (`_score_chunk`)."""
+
+    name = "local"
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+
+    @property
+    def version(self) -> str:
+        return self.predictor.version
+
+    def score_chunks(self, chunks: Iterable[tuple[int, list[Post]]], batch_size: int, bar
+                     ) -> Iterator[tuple[int, dict[str, list]]]:
+        for k, posts in chunks:
+            yield k, prediction_columns(_score_chunk(self.predictor, posts, batch_size, bar))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """`--engine ray`: address None starts a local Ray (and stops it after); actors None is the
+    cluster's CPUs divided by threads_per_actor (at least 1)."""
+
+    address: str | None = None
+    actors: int | None = None
+    threads_per_actor: int = 1
+
+
 def _write_out(parts: list[Path], dest: Path, ext: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -264,12 +342,19 @@ def _write_out(parts: list[Path], dest: Path, ext: str) -> None:
 
 
 def score_file(src: Path, out: Path, predictor, opts: ScoreOptions, progress: bool = True,
-               after_chunk: Callable[[int], None] | None = None) -> ScoreSummary:
-    """Score `src` into `out` (see the module doc). `after_chunk(k)` runs after chunk k is saved
-    (tests inject a crash there)."""
+               after_chunk: Callable[[int], None] | None = None, engine: ScoreEngine | None = None
+               ) -> ScoreSummary:
+    """Score `src` into `out` (see the module doc) with `engine` (default: a LocalEngine over
+    `predictor`, which may then be None). `after_chunk(k)` runs after chunk k is saved (tests
+    inject a crash there)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if engine is None:
+        if predictor is None:
+            raise ValueError("score_file needs a predictor or an engine")
+        engine = LocalEngine(predictor)
+    version = engine.version
     out_ext = _format(out, "output")
     if opts.batch_size < 1 or opts.chunk_size < 1:
         raise SharelensError("E473", "--batch-size and --chunk-size must be at least 1")
@@ -284,10 +369,11 @@ def score_file(src: Path, out: Path, predictor, opts: ScoreOptions, progress: bo
         raise SharelensError("E472", f"{src} has no context column(s) {', '.join(map(repr, missing))}")
     mapping = {n: opts.context_columns.get(n, n) for n in Context.field_names()}
     context_fields = {n: c for n, c in mapping.items() if c in columns}
+    from_text = src.suffix.lower() == ".csv"
 
     t0 = time.perf_counter()
     work = out.with_name(out.name + ".parts")
-    manifest = {"format": MANIFEST_FORMAT, "input": input_fingerprint(src), "model_version": predictor.version,
+    manifest = {"format": MANIFEST_FORMAT, "input": input_fingerprint(src), "model_version": version,
                 "options": asdict(opts), "context_fields": context_fields}
     mpath = work / "manifest.json"
     if work.is_dir():
@@ -309,28 +395,32 @@ def score_file(src: Path, out: Path, predictor, opts: ScoreOptions, progress: bo
         from tqdm import tqdm
 
         bar = tqdm(total=len(rows), unit="post", desc="score", dynamic_ncols=True)
-    parts, resumed, scored, rejected = [], 0, 0, []
-    try:
-        for k in range(n_chunks):
-            lo, hi = k * opts.chunk_size, min(len(rows), (k + 1) * opts.chunk_size)
-            part, rej_path = work / f"part-{k:05d}.parquet", work / f"rejects-{k:05d}.json"
-            parts.append(part)
-            if part.exists() and rej_path.exists():
-                resumed += 1
-                chunk_rejects = json.loads(rej_path.read_text(encoding="utf-8"))
-                rejected.extend(chunk_rejects)
-                scored += pq.read_metadata(part).num_rows
-                if bar is not None:
-                    bar.update(hi - lo)
-                continue
+    parts = [work / f"part-{k:05d}.parquet" for k in range(n_chunks)]
+    rejects_of: dict[int, list] = {}  # chunk -> its rejects, for the rejects file in chunk order
+    resumed, scored, todo = 0, 0, []
+    for k in range(n_chunks):
+        rej_path = work / f"rejects-{k:05d}.json"
+        if parts[k].exists() and rej_path.exists():
+            resumed += 1
+            rejects_of[k] = json.loads(rej_path.read_text(encoding="utf-8"))
+            scored += pq.read_metadata(parts[k]).num_rows
+            if bar is not None:
+                bar.update(min(len(rows), (k + 1) * opts.chunk_size) - k * opts.chunk_size)
+        else:
+            todo.append(k)
+
+    pending: dict[int, tuple[list, list]] = {}  # chunk handed to the engine -> (ids, rejects)
+
+    def chunk_posts() -> Iterator[tuple[int, list[Post]]]:
+        for k in todo:
             ids, posts, chunk_rejects = [], [], []
-            for r in range(lo, hi):
+            for r in range(k * opts.chunk_size, min(len(rows), (k + 1) * opts.chunk_size)):
                 row = rows[r]
                 rid: Any = r
                 if opts.id_column is not None:
                     value = row.get(opts.id_column) if isinstance(row, dict) else None
                     rid = "" if value is None else str(value)
-                post, reason = row_post(row, opts, context_fields, from_text=src.suffix.lower() == ".csv")
+                post, reason = row_post(row, opts, context_fields, from_text=from_text)
                 if post is None:
                     chunk_rejects.append([rid, r, reason])
                     if bar is not None:
@@ -338,27 +428,35 @@ def score_file(src: Path, out: Path, predictor, opts: ScoreOptions, progress: bo
                 else:
                     ids.append(rid)
                     posts.append(post)
-            preds = _score_chunk(predictor, posts, opts.batch_size, bar)
-            cols: dict[str, list] = {"id": ids}
-            for j, m in enumerate(MOTIVES):
-                cols[f"motive_{m}"] = [float(p.motive_probs[j]) for p in preds]
-            cols["motive"] = [p.motive for p in preds]
-            for j, t in enumerate(TIERS):
-                cols[f"tier_{t}"] = [float(p.tier_probs[j]) for p in preds]
-            cols["tier"] = [p.tier for p in preds]
-            cols["model_version"] = [predictor.version] * len(preds)
-            cols["context_used"] = [",".join(p.context_used) for p in preds]
-            table = pa.Table.from_pydict(cols, schema=schema)
-            _atomic_write(part, lambda p, t=table: pq.write_table(t, p))
-            _atomic_write(rej_path, lambda p, c=chunk_rejects: p.write_text(json.dumps(c, ensure_ascii=False),
-                                                                            encoding="utf-8"))
-            scored += len(preds)
-            rejected.extend(chunk_rejects)
+            pending[k] = (ids, chunk_rejects)
+            yield k, posts
+
+    results = engine.score_chunks(chunk_posts(), opts.batch_size, bar) if todo else iter(())
+    try:
+        for k, pcols in results:
+            ids, chunk_rejects = pending.pop(k)
+            n = len(ids)
+            if any(len(v) != n for v in pcols.values()):
+                raise RuntimeError(f"engine {engine.name} returned a chunk of the wrong length")
+            cols = {"id": ids, **pcols, "model_version": [version] * n}
+            table = pa.Table.from_pydict({c: cols[c] for c in _columns()}, schema=schema)
+            _atomic_write(parts[k], lambda p, t=table: pq.write_table(t, p))
+            _atomic_write(work / f"rejects-{k:05d}.json",
+                          lambda p, c=chunk_rejects: p.write_text(json.dumps(c, ensure_ascii=False),
+                                                                  encoding="utf-8"))
+            scored += n
+            rejects_of[k] = chunk_rejects
             if after_chunk is not None:
                 after_chunk(k)
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # a generator: stop the engine's work now, not when it is collected
         if bar is not None:
             bar.close()
+    if len(rejects_of) != n_chunks:
+        raise RuntimeError(f"engine {engine.name} returned {len(rejects_of) - resumed} of {len(todo)} chunks")
+    rejected = [r for k in range(n_chunks) for r in rejects_of[k]]
 
     if scored == 0:
         shutil.rmtree(work)
@@ -379,7 +477,7 @@ def score_file(src: Path, out: Path, predictor, opts: ScoreOptions, progress: bo
     shutil.rmtree(work)
     return ScoreSummary(rows=len(rows), scored=scored, rejected=len(rejected), chunks=n_chunks,
                         chunks_resumed=resumed, seconds=time.perf_counter() - t0, out=out,
-                        rejects=rejects_path if rejected else None, version=predictor.version)
+                        rejects=rejects_path if rejected else None, version=version)
 
 
 def check_paths(src: Path, out: Path) -> None:
@@ -390,10 +488,26 @@ def check_paths(src: Path, out: Path) -> None:
         raise SharelensError("E470", f"no such input file {src}")
 
 
-def score(src: Path, out: Path, bundle: Path, opts: ScoreOptions, progress: bool = True,
-          after_chunk: Callable[[int], None] | None = None) -> ScoreSummary:
-    from sharelens.predictor import Predictor
+def make_engine(engine: str, bundle: Path, backend: str, ray: RayOptions | None = None) -> ScoreEngine:
+    """"local": the model loads here; "ray": `training.score_ray.RayEngine` (Ray imported only now;
+    E476 without it), the model loads in its actors."""
+    if engine == "local":
+        from sharelens.predictor import Predictor
 
+        return LocalEngine(Predictor.from_bundle(bundle, backend=backend))
+    if engine == "ray":
+        from training.score_ray import RayEngine
+
+        return RayEngine(bundle, backend=backend, options=ray or RayOptions())
+    raise SharelensError("E473", f"--engine is local or ray, not {engine!r}")
+
+
+def score(src: Path, out: Path, bundle: Path, opts: ScoreOptions, progress: bool = True,
+          after_chunk: Callable[[int], None] | None = None, engine: str = "local",
+          ray: RayOptions | None = None) -> ScoreSummary:
     check_paths(src, out)
-    predictor = Predictor.from_bundle(bundle, backend=opts.backend)
-    return score_file(src, out, predictor, opts, progress=progress, after_chunk=after_chunk)
+    eng = make_engine(engine, bundle, opts.backend, ray)
+    try:
+        return score_file(src, out, None, opts, progress=progress, after_chunk=after_chunk, engine=eng)
+    finally:
+        eng.close()

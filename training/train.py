@@ -23,14 +23,12 @@ import yaml
 from sharelens.bundle import WEIGHTS, save_bundle, sha256_file
 from sharelens.errors import SharelensError
 from sharelens.modeling import IGNORE, ShareLensModel, tier_probs_from_logits
+from sharelens.paths import JSONL_DIR, MODELS_DIR, REPO_ROOT, resolve_path  # noqa: F401 - re-exported
 from sharelens.registry import Registry
 from training.config import TrainConfig
 from training.corpus.splits import SPLIT_FILE
 from training.data import fit_context_features, load_corpus, motive_class_weights, training_sets
 from training.metrics import motive_metrics, tier_metrics
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("SHARELENS_MODELS_DIR", REPO_ROOT / "models"))
 
 
 def git_commit() -> str:
@@ -51,13 +49,6 @@ def data_fingerprint(data_dir: Path) -> str:
     return "unknown"
 
 
-def resolve_path(p: str) -> str:
-    """Relative local paths are relative to the repo; anything else (a hub id) is left alone."""
-    if p.startswith("builtin:"):
-        return p
-    cand = REPO_ROOT / p
-    return str(cand) if (cand.exists() or p.startswith(("models/", "data/", "./"))) else p
-
 
 def ensure_offline_encoder(path: Path) -> None:
     """Materialise the offline e5 encoder (and its Chinese-trimmed copy) when a config names it."""
@@ -71,7 +62,7 @@ def ensure_offline_encoder(path: Path) -> None:
         from training.encoder.trim_vocab import corpus_texts, trim
 
         materialise(DEFAULT_DIR)
-        texts = corpus_texts(REPO_ROOT / "data" / "build" / "jsonl")
+        texts = corpus_texts(JSONL_DIR)
         if not texts:
             raise SharelensError("E307", "the trimmed encoder is built from the corpus: run `make data` first")
         trim(DEFAULT_DIR, path, texts)

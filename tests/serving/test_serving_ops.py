@@ -87,7 +87,8 @@ def test_metrics_label_unknown_paths_as_one_route(client) -> None:
 def test_page_and_static_files(client) -> None:
     res = client.get("/")
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
-    for element_id in ("text", "predict", "motives", "tier", "highlighted"):
+    for element_id in ("text", "explain", "motives", "tier", "highlighted", "cmp-a", "cmp-b", "csv-file", "history",
+                       "api-key"):
         assert f'id="{element_id}"' in res.text
     assert "default-src 'self'" in res.headers["content-security-policy"]
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):

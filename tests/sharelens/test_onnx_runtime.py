@@ -150,7 +150,7 @@ def test_text_only_network_has_no_context_input(sharp_bundle: Path, tmp_path: Pa
 
 
 def test_bench_measures_and_renders_the_onnx_rows(sharp_bundle: Path, real_posts: list[str], tmp_path: Path) -> None:
-    from serving import bench
+    from benchmarks import bench
     from training.evaluate import read_records
 
     labelled = tmp_path / "test.jsonl"

@@ -87,3 +87,15 @@ def test_one_command_lists_every_step_and_hands_the_serving_ones_their_arguments
     assert exc.value.code == 2
     assert main(["bench", "--configs", "fp64"]) == 2  # the module's one-line error and exit status
     assert "Error E431" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from training.cli import main
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the `train` extra were not installed
+    assert main(["data", "--sample"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the build's progress bar
+    assert err == ("Error E106: `sharelens data` needs the 'train' extra (datasets is not installed): "
+                   "pip install 'sharelens[train]'")

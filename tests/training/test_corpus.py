@@ -24,7 +24,7 @@ from training.corpus.dedup import dedup_key, near_duplicate_groups
 from training.corpus.splits import SPLIT_FILE, assign_splits, read_split_file, read_split_meta, split_of
 
 RAW = src.default_raw_dir()
-pytestmark = pytest.mark.skipif(RAW is None, reason="no local mirror of the raw sources")
+pytestmark = pytest.mark.mirror
 
 # The built corpus, pinned: a change here is a change of the data every model is trained and
 # evaluated on, and must be deliberate (update data/README.md with it). The content fingerprint

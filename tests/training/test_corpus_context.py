@@ -36,7 +36,7 @@ def test_ordinary_users_keep_only_what_the_tier_may_use() -> None:
     assert _ordinary_user({**row, "user_followers_cnt": None})["followers"] is None
 
 
-@pytest.mark.skipif(RAW is None, reason="no local mirror of the raw sources")
+@pytest.mark.mirror
 def test_new_parsers_on_the_real_files() -> None:
     by_id = {s.id: s for s in src.load_manifest()}
     o = by_id["llj0824/weibo-research-guanghua"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sharelens.labels import MOTIVES, TIERS
+from sharelens.post import Context, Post
 from sharelens.predictor import Predictor
 from training.cli import main
 from training.score import ScoreOptions, score_file
@@ -158,6 +161,8 @@ def test_changed_options_start_over(tmp_path: Path, predictor: Predictor, real_p
     (["posts.csv", "-o", "out.parquet", "--text-column", "body"], "E472"),
     (["posts.csv", "-o", "out.parquet", "--context-columns", "vipp=x"], "E473"),
     (["empty.csv", "-o", "out.parquet"], "E475"),
+    (["posts.csv", "-o", "out.parquet", "--ray-actors", "2"], "E473"),
+    (["posts.csv", "-o", "out.parquet", "--engine", "ray", "--ray-actors", "0"], "E473"),
 ])
 def test_bad_usage_is_one_line_exit_2(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str], args: list[str], code: str) -> None:
@@ -169,3 +174,32 @@ def test_bad_usage_is_one_line_exit_2(tmp_path: Path, models: Path, monkeypatch:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"Error {code}:"), err
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_engine_ray_without_ray_is_one_line_e476(tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` raises ImportError
+    monkeypatch.chdir(tmp_path)
+    _write_csv(tmp_path / "posts.csv", [{"text": "一条微博"}])
+    assert main(["score", "posts.csv", "-o", "out.parquet", "--engine", "ray", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error E476:") and "sharelens[ray]" in err[0], err
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_scoring_never_imports_ray() -> None:
+    code = ("import sys, training.cli, training.score, training.score_ray; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_ray_rows_carry_posts_as_plain_values() -> None:
+    from training.score_ray import chunk_posts, chunk_row
+
+    posts = [Post("一条微博"), Post("转发", Context.from_mapping({
+        "channel": "社会", "vip": True, "verified": False, "followers": 1200, "posted_at": "2025-01-06T20:30:00+08:00",
+        "author_history": {"posts": 10, "median_engagement": 3.5}}))]
+    row = chunk_row(7, posts)
+    assert row["chunk"] == 7 and all(isinstance(c, str) for c in row["contexts"])
+    assert json.loads(json.dumps(row)) == row
+    assert chunk_posts(row["texts"], row["contexts"]) == posts

@@ -26,6 +26,14 @@ from tqdm.auto import tqdm
 
 from sharelens.errors import SharelensError
 from sharelens.labels import COUNT_FLOOR, MOTIVES, SPEC_VERSION, engagement, tier_of
+from sharelens.paths import (  # noqa: E402,F401 - re-exported
+    ANNOTATIONS,
+    BUILD_DIR,
+    DATA_DIR,
+    SAMPLE_BUILD_DIR,
+    SAMPLE_DIR,
+    WEAK_LABELS,
+)
 from sharelens.text import normalise
 from training.corpus import sources as src
 from training.corpus.dedup import ShingleCache, dedup_key, near_duplicate_groups
@@ -40,11 +48,6 @@ from training.corpus.splits import (
     write_split_file,
 )
 
-DATA_DIR = src.REPO_ROOT / "data"
-BUILD_DIR = DATA_DIR / "build"
-ANNOTATIONS = DATA_DIR / "annotations" / "motives.csv"
-WEAK_LABELS = DATA_DIR / "annotations" / "weak_motives.csv"
-
 FIELDS = (
     "source", "post_id", "text", "created_at", "reposts", "comments", "likes", "engagement", "tier",
     "count_capped", "has_link", "truncated", "author", "channel", "domain", "split",
@@ -57,7 +60,9 @@ LABEL_FIELDS = frozenset({"motive", "motive_secondary", "motive_annotator"})
 # nearly) a post kept by an earlier pass is dropped, never the other way round. The first pass is
 # the corpus as it was before the ordinary and spam sources came in, so none of its posts, splits
 # or annotations can change because of them.
-DEDUP_PASSES: tuple[tuple[str, ...], ...] = (("feed", "cctv", "ced"), ("ordinary",), ("spam",))
+# The committed sample (data/sample) is built on its own, never beside the others: its pass is empty in the
+# corpus (and skipped), the only one that is not in the sample's build.
+DEDUP_PASSES: tuple[tuple[str, ...], ...] = (("feed", "cctv", "ced"), ("ordinary",), ("spam",), ("sample",))
 
 # Author history: the pool of posts a domain's history is drawn from (the training period only, so
 # that a validation or test post never sees another validation or test post).
@@ -128,10 +133,11 @@ def load_annotations(path: Path = ANNOTATIONS) -> dict[str, dict]:
     return out
 
 
-def collect(raw_dir: Path | None, cache_dir: Path, allow_fetch: bool) -> tuple[list[dict], dict[str, int]]:
+def collect(raw_dir: Path | None, cache_dir: Path, allow_fetch: bool,
+            manifest: Path = src.MANIFEST) -> tuple[list[dict], dict[str, int]]:
     records: list[dict] = []
     parsed: dict[str, int] = {}
-    for source in tqdm(src.load_manifest(), desc="sources", unit="source"):
+    for source in tqdm(src.load_manifest(manifest), desc="sources", unit="source"):
         paths = src.resolve(source, raw_dir, cache_dir, allow_fetch)
         rows = list(PARSERS[source.parser](paths, source.id))
         parsed[source.id] = len(rows)
@@ -374,9 +380,10 @@ def prepare(
     allow_fetch: bool = False,
     annotations: Path = ANNOTATIONS,
     cache_dir: Path = BUILD_DIR / "cache",
+    manifest: Path = src.MANIFEST,
 ) -> Prepared:
     raw_dir = raw_dir if raw_dir is not None else src.default_raw_dir()
-    records, parsed = collect(raw_dir, cache_dir, allow_fetch)
+    records, parsed = collect(raw_dir, cache_dir, allow_fetch, manifest)
     records, empty = normalise_records(records)
     records, undated = drop_undated(records)
     records, same_id = merge_same_id(records)
@@ -405,9 +412,19 @@ def build(
     resplit: bool = False,
     allow_fetch: bool = False,
     annotations: Path = ANNOTATIONS,
+    manifest: Path = src.MANIFEST,
 ) -> BuildReport:
-    prep = prepare(raw_dir, split_file, resplit, allow_fetch, annotations, cache_dir=out_dir / "cache")
+    prep = prepare(raw_dir, split_file, resplit, allow_fetch, annotations, cache_dir=out_dir / "cache",
+                   manifest=manifest)
     return write(prep, out_dir)
+
+
+def build_sample(out_dir: Path = SAMPLE_BUILD_DIR, sample_dir: Path = SAMPLE_DIR) -> BuildReport:
+    """The committed, openly licensed sample (data/sample: 450 CCTV News posts of 2020 from an MIT-licensed
+    repository, with our annotations and fixed splits) built like the corpus: what `make test` trains
+    and evaluates on when the raw mirror is absent, and a first look for a user without it."""
+    return build(raw_dir=sample_dir / "raw", out_dir=out_dir, split_file=sample_dir / "splits.tsv",
+                 annotations=sample_dir / "motives.csv", manifest=sample_dir / "sources.json")
 
 
 def write(prep: Prepared, out_dir: Path = BUILD_DIR) -> BuildReport:

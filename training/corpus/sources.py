@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from sharelens.errors import SharelensError
+from sharelens.paths import REPO_ROOT, default_raw_dir  # noqa: F401 - re-exported
+from sharelens.paths import SOURCES_MANIFEST as MANIFEST
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = REPO_ROOT / "data" / "sources.json"
 ARCHIVE_URL = "https://codeload.github.com/{repo}/tar.gz/{commit}"
 
 
@@ -55,14 +54,6 @@ def tree_hash(paths: list[Path]) -> str:
         total.update(p.name.encode() + b"\0" + digest.encode() + b"\n")
     return total.hexdigest()
 
-
-def default_raw_dir() -> Path | None:
-    """The local mirror: $SHARELENS_RAW_DIR, else ../shared/data/raw beside the checkout."""
-    env = os.environ.get("SHARELENS_RAW_DIR")
-    if env:
-        return Path(env)
-    guess = REPO_ROOT.parent / "shared" / "data" / "raw"
-    return guess if guess.is_dir() else None
 
 
 def resolve(source: Source, raw_dir: Path | None, cache_dir: Path, allow_fetch: bool = False) -> list[Path]:

@@ -15,6 +15,10 @@ same accounts on both sides of the time cut is the point, not a leak (the cut is
 spam (PsYear/weibo_spam, 2011..2017): motive-only; the whole domain is `aux_spam` by a rule
 recorded as a meta line (`# spam_split	aux_spam`) instead of ~60k post ids.
 
+sample (data/sample: the committed, openly licensed CCTV sample that `make test` trains on when the
+raw mirror is absent): one account, so split by time only (`train` / `validation` / `test`), in its
+own split file data/sample/splits.tsv.
+
 The assignment is committed as data/splits/splits.tsv so every model is evaluated on the same posts.
 Meta lines (`# key<TAB>value`) record the cut-offs and whole-domain rules.
 """
@@ -23,14 +27,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.corpus.sources import REPO_ROOT
+from sharelens.paths import SPLIT_FILE  # noqa: F401 - re-exported
 
-SPLIT_FILE = REPO_ROOT / "data" / "splits" / "splits.tsv"
 FEED_TEST_FRACTION = 0.15
 FEED_VAL_FRACTION = 0.10
 OOD_TEST_FRACTION = 0.40
 ORDINARY_TEST_FRACTION = 0.15
 ORDINARY_VAL_FRACTION = 0.10
+# The committed sample (data/sample, tests and first looks): one account, split by time only.
+SAMPLE_TEST_FRACTION = 0.20
+SAMPLE_VAL_FRACTION = 0.20
 # Domains assigned as a whole: meta line `# <domain>_split<TAB><split>`; their post ids start with
 # the prefix, so that a bare id (an annotation, a lookup) still resolves to its split.
 WHOLE_DOMAIN_SPLITS = {"spam": "aux_spam"}
@@ -90,6 +96,14 @@ def assign_splits(records: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
                 else "ordinary_validation" if r["created_at"] >= val_from
                 else "ordinary_train"
             )
+    if "sample" in present:
+        rows = [r for r in records if r["domain"] == "sample"]
+        test_from, val_from = _time_split(rows, SAMPLE_TEST_FRACTION, SAMPLE_VAL_FRACTION)
+        meta["sample_test_from"] = test_from
+        meta["sample_validation_from"] = val_from
+        for r in rows:
+            out[r["post_id"]] = ("test" if r["created_at"] >= test_from
+                                 else "validation" if r["created_at"] >= val_from else "train")
     for domain, split in WHOLE_DOMAIN_SPLITS.items():
         if domain in present:
             meta[f"{domain}_split"] = split

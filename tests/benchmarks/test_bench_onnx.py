@@ -1,4 +1,4 @@
-"""`make bench`'s ONNX Runtime rows and verdict (serving.bench.onnx_bench / onnx_rows), on fake
+"""`make bench`'s ONNX Runtime rows and verdict (benchmarks.bench.onnx_bench / onnx_rows), on fake
 figures: no onnxruntime needed. The measured path runs in tests/sharelens/test_onnx_runtime.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import bench
+from benchmarks import bench
 
 
 def _onnx(served_p50: float = 10.0, served_batch: float = 60.0, ort_int8_motive: float = 0.512) -> dict:

@@ -1,6 +1,6 @@
 """`make loadtest`: many concurrent clients against a real server on 127.0.0.1, with `wrk`.
 
-    python -m serving.loadtest [--clients 16] [--duration 60] [--explain-every 10] [--backend int8]
+    python -m benchmarks.loadtest [--clients 16] [--duration 60] [--explain-every 10] [--backend int8]
 
 Starts `python -m serving.cli serve` as a subprocess (SHARELENS_PORT, SHARELENS_MODELS_DIR,
 SHARELENS_MODEL_NAME, SHARELENS_BACKEND), waits for /readyz, then runs wrk (Debian's package:
@@ -30,9 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from sharelens.paths import BENCH_POSTS, models_dir
+
 MARK = "SHARELENS_WRK "
 
 # wrk runs one Lua state per thread: `setup` sees every thread from the main state, `init` and
@@ -212,6 +215,27 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
+@contextmanager
+def duration_bar(seconds: int, disable: bool = False) -> Iterator[None]:
+    """A seconds bar while wrk runs (wrk itself prints nothing until it ends)."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+    with tqdm(total=seconds, desc="load", unit="s", disable=disable, dynamic_ncols=True) as bar:
+        def tick() -> None:
+            while not done.wait(1.0) and bar.n < seconds:
+                bar.update(1)
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+            bar.update(max(0, seconds - bar.n))
+
+
 def memory_verdict(samples: list[int], tolerance_mb: float = 50.0, tolerance_frac: float = 0.05) -> dict:
     """Start/end/max RSS and whether it stayed flat: the highest RSS of the second half of the run
     within max(50 MiB, 5%) of the highest of the first half. The heap grows once in the first
@@ -303,18 +327,18 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.bench import server_command, server_env, stop_server, wait_ready
+    from benchmarks.server import free_port, running_server, server_env
     from serving.settings import Settings
 
-    ap = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.loadtest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=16, help="concurrent connections (default 16)")
     ap.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
-    ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("SHARELENS_MODELS_DIR", REPO / "models")))
+    ap.add_argument("--models-dir", type=Path, default=models_dir())
     ap.add_argument("--name", default=os.environ.get("SHARELENS_MODEL_NAME", "sharelens"), help="registry name")
     ap.add_argument("--backend", default=os.environ.get("SHARELENS_BACKEND", "int8"), choices=("fp32", "int8"),
                     help="inference path of the server (default int8: the optimised one)")
     ap.add_argument("--runtime", default=os.environ.get("SHARELENS_RUNTIME", "lean"), choices=("lean", "transformers"))
-    ap.add_argument("--posts", type=Path, default=REPO / "data/build/jsonl/test.jsonl")
+    ap.add_argument("--posts", type=Path, default=BENCH_POSTS)
     ap.add_argument("--n-posts", type=int, default=1000, help="distinct posts to cycle through")
     ap.add_argument("--threads", type=int, default=None,
                     help="model threads of the server (SHARELENS_MODEL_THREADS; default one per core)")
@@ -324,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="every n-th request asks for an explanation, of long and short posts in turn "
                     "(default 10; 0: plain predictions only)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     a = ap.parse_args(argv)
     if a.clients < 1 or a.duration < 1 or a.explain_every < 0:
         print("Error E433: --clients and --duration must be at least 1 (--explain-every at least 0)", file=sys.stderr)
@@ -344,11 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from serving.bench import _free_port
-
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = server_command()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="sharelens-loadtest-") as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
         write_bodies(posts, bodies, a.explain_every)
@@ -356,38 +377,33 @@ def main(argv: list[str] | None = None) -> int:
         timings.mkdir()
         script = Path(tmp) / "predict.lua"
         script.write_text(lua_script(bodies, wrk_threads, timings), encoding="utf-8")
-        t0 = time.perf_counter()
         env = server_env(port, a.models_dir, a.name, a.backend, a.threads, a.runtime)
         # Every wrk connection comes from 127.0.0.1: one address standing for many clients, so the
         # per-client share of explanations (a token bucket per address) is off for this server.
         env["SHARELENS_EXPLAIN_CLIENT_RATE"] = "0"
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        sampler = None
-        try:
+        with ExitStack() as stack:
             try:
-                wait_ready(proc, base)
+                server = stack.enter_context(running_server(env))
             except RuntimeError as exc:
                 print(f"Error E434: the server did not become ready: {exc}", file=sys.stderr)
                 return 2
-            cold = time.perf_counter() - t0
-            with httpx.Client(base_url=base, timeout=60) as client:
+            cold = time.perf_counter() - server.started
+            with httpx.Client(base_url=server.base, timeout=60) as client:
                 try:
                     model = client.get("/models").json().get("serving")
                 except (httpx.HTTPError, ValueError, AttributeError):
                     model = None
                 for text in posts[:10]:  # warm the HTTP path and the kernels before memory is sampled
                     client.post("/predict", json={"text": text}).raise_for_status()
-            sampler = RssSampler(proc.pid)
+            sampler = RssSampler(server.pid)
             sampler.sample()
             sampler.start()
-            w = run_wrk(f"{base}/predict", script, a.clients, wrk_threads, a.duration, a.timeout)
+            stack.callback(sampler.stop)  # before the server stops (callbacks run last-in, first-out)
+            with duration_bar(a.duration, disable=a.no_progress):
+                w = run_wrk(f"{server.base}/predict", script, a.clients, wrk_threads, a.duration, a.timeout)
             sampler.stop()
             sampler.sample()
             by_kind = read_timings(timings) if wrk_threads == a.clients else {}
-        finally:
-            if sampler is not None:
-                sampler.stop()
-            stop_server(proc)
     res = summarise(w, memory_verdict([rss for _, rss in sampler.samples]), a.clients, a.duration)
     res.update({"model": f"{a.name} {model}", "backend": a.backend, "runtime": a.runtime, "cold_start_s": cold,
                 "model_threads": a.threads, "distinct_posts": len(posts), "wrk_threads": wrk_threads,

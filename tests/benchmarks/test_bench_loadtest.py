@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving import bench, loadtest
+from benchmarks import bench, loadtest
 
 BASE, LEAN, INT8 = "fp32 transformers", "fp32 lean", "int8 lean"
 

@@ -10,7 +10,7 @@ For each post: take the predicted top motive m and its probability p.
 Both are averaged over k in `k_values`; faithful explanations beat the random baseline on both.
 
 `make bench` prints one row per method (`compare_methods`); alone:
-`python -m serving.faithfulness --input posts.jsonl [--methods occlusion,integrated_gradients]`.
+`python -m benchmarks.faithfulness --input posts.jsonl [--methods occlusion,integrated_gradients]`.
 """
 
 from __future__ import annotations
