@@ -23,17 +23,6 @@ COLUMNS = (["id"] + [f"motive_{m}" for m in MOTIVES] + ["motive"] + [f"tier_{t}"
            + ["tier", "model_version", "context_used"])
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_bundle: Path) -> Predictor:
-    return Predictor.from_bundle(tiny_bundle)
-
-
-@pytest.fixture
-def models(tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr("training.train.MODELS_DIR", tiny_models_dir)
-    return tiny_models_dir
-
-
 def _texts(real_posts: list[str], n: int) -> list[str]:
     return [t[:300] for t in real_posts[:n]]
 

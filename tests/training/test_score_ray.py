@@ -34,17 +34,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_bundle: Path) -> Predictor:
-    return Predictor.from_bundle(tiny_bundle)
-
-
-@pytest.fixture
-def models(tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr("training.train.MODELS_DIR", tiny_models_dir)
-    return tiny_models_dir
-
-
 def _posts_csv(path: Path, real_posts: list[str], n: int) -> Path:
     """Real posts of all lengths, some with context, some rejected."""
     rows = [{"post_id": f"w{i}", "text": t[: 20 + 37 * i % 400], "channel": "", "vip": "", "followers": "",
