@@ -271,14 +271,16 @@ def test_page_drops_stale_answers(server_url: str, real_posts: list[str]) -> Non
 
 def test_page_labels_follow_the_spec(server_url: str, real_posts: list[str]) -> None:
     """Each motive's definition on hover and the tier thresholds, as the label spec has them; the tier
-    decision named as the median, apart from the most likely tier (a canned answer where they differ)."""
-    if not SPEC.exists():
-        pytest.skip("spec not beside the checkout")
-    spec = SPEC.read_text(encoding="utf-8")
-    motives = re.findall(r"^\| `([a-z_]+)` \| (\S+) \| (.+?) \| (.+?) \|$", spec, flags=re.M)
-    assert [m[0] for m in motives] == list(MOTIVES)
-    ranges = dict(re.findall(r"^\| `(low|medium|high|viral)` \| (.+?) \|$", spec, flags=re.M))
-    assert list(ranges) == list(TIERS)
+    decision named as the median, apart from the most likely tier (a canned answer where they differ).
+    Without the spec beside the checkout (../shared) only the tier decision's labels are checked."""
+    motives: list[tuple[str, ...]] = []
+    ranges: dict[str, str] = {}
+    if SPEC.exists():
+        spec = SPEC.read_text(encoding="utf-8")
+        motives = re.findall(r"^\| `([a-z_]+)` \| (\S+) \| (.+?) \| (.+?) \|$", spec, flags=re.M)
+        assert [m[0] for m in motives] == list(MOTIVES)
+        ranges = dict(re.findall(r"^\| `(low|medium|high|viral)` \| (.+?) \|$", spec, flags=re.M))
+        assert list(ranges) == list(TIERS)
     sync_api = _require_browser()
     expect = sync_api.expect
     post = _posts(real_posts, 1)[0]
@@ -298,7 +300,8 @@ def test_page_labels_follow_the_spec(server_url: str, real_posts: list[str]) -> 
             assert title.startswith(f"{zh} {motive}\n")
             assert gets in title and cues in title, (motive, title)
         assert page.locator("#top-motive").get_attribute("title").startswith("观点表达 opinion")
-        assert page.locator("#tier .seg .range").all_inner_texts() == [ranges[t] for t in TIERS]
+        if ranges:
+            assert page.locator("#tier .seg .range").all_inner_texts() == [ranges[t] for t in TIERS]
         assert page.inner_text("#tier-decision") == "判定 decision: 高 high"
         assert page.inner_text("#tier-likely") == "最可能 most likely: 爆 viral 44.0%"
         assert "median" in page.locator("#tier-decision").get_attribute("title")
