@@ -29,6 +29,7 @@ import numpy as np
 
 from sharelens.explain import DEFAULT_STEPS, METHODS, Word, explain_text, predictor_scorer
 from sharelens.labels import MOTIVE2ID
+from sharelens.paths import models_dir
 from sharelens.post import Post
 from sharelens.predictor import Predictor
 
@@ -73,7 +74,8 @@ def keep_words(text: str, words: list[Word]) -> str:
 
 
 def aopc(predictor: Predictor, texts: list[str], k_values: tuple[int, ...] = (1, 3, 5), seed: int = 0,
-         steps: int = DEFAULT_STEPS, random_repeats: int = 3, method: str = "integrated_gradients") -> AopcResult:
+         steps: int = DEFAULT_STEPS, random_repeats: int = 3, method: str = "integrated_gradients",
+         bar=None) -> AopcResult:  # noqa: ANN001 - a tqdm bar, advanced once per text
     """AOPC comprehensiveness and sufficiency of the motive explanations by `method` over `texts`
     (raw posts, context unknown), and the latency of each explanation. Occlusion re-scores with the
     predictor's served network, as the server does."""
@@ -90,6 +92,8 @@ def aopc(predictor: Predictor, texts: list[str], k_values: tuple[int, ...] = (1,
         ex = explain_text(predictor.model, predictor.tokenizer, text, predictor.max_length, motive=m, steps=steps,
                           context_ids=ctx, method=method, scorer=predictor_scorer(predictor, ctx))
         latency.append(1000 * (time.perf_counter() - t0))
+        if bar is not None:
+            bar.update(1)
         words = list(ex.motive.words)
         if not words:
             continue
@@ -121,18 +125,24 @@ def aopc(predictor: Predictor, texts: list[str], k_values: tuple[int, ...] = (1,
 
 
 def compare_methods(predictor: Predictor, texts: list[str], methods: tuple[str, ...] = METHODS,
-                    seed: int = 0, steps: int = DEFAULT_STEPS) -> list[dict]:
-    """One row per method: faithfulness and latency on the same posts (`make bench`'s table)."""
+                    seed: int = 0, steps: int = DEFAULT_STEPS, progress: bool = False) -> list[dict]:
+    """One row per method: faithfulness and latency on the same posts (`make bench`'s table). `progress`:
+    a bar on stderr, one step per explained post."""
+    from tqdm import tqdm
+
     rows = []
-    for method in methods:
-        r = aopc(predictor, texts, seed=seed, steps=steps, method=method)
-        rows.append({**asdict(r), "p50_ms": r.p50_ms, "p95_ms": r.p95_ms})
+    with tqdm(total=len(methods) * len(texts), desc="explain", unit="post", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for method in methods:
+            bar.set_postfix_str(method)
+            r = aopc(predictor, texts, seed=seed, steps=steps, method=method, bar=bar)
+            rows.append({**asdict(r), "p50_ms": r.p50_ms, "p95_ms": r.p95_ms})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="AOPC comprehensiveness of sharelens explanations")
-    ap.add_argument("--models-dir", type=Path, default=Path("models"))
+    ap.add_argument("--models-dir", type=Path, default=models_dir())
     ap.add_argument("--name", default="sharelens")
     ap.add_argument("--model", default=None, help="alias or version (default: production, then latest)")
     ap.add_argument("--input", type=Path, required=True, help="JSONL with a `text` field per line")
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Integrated Gradients steps")
     ap.add_argument("--backend", default="fp32", choices=("fp32", "int8"), help="the network that re-scores")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warm_up()
     rows = compare_methods(Predictor.from_bundle(path, backend=args.backend), texts[: args.n], methods,
-                           seed=args.seed, steps=args.steps)
+                           seed=args.seed, steps=args.steps, progress=not args.no_progress)
     json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
     print()
     return 0
