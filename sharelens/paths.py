@@ -28,8 +28,7 @@ JSONL_DIR = BUILD_DIR / "jsonl"
 EXPERIMENTS_CACHE = BUILD_DIR / "experiments"
 SAMPLE_BUILD_DIR = DATA_DIR / "build-sample"
 
-# models/: the registry and its bundles, and the base encoders `make encoder` materialises
-MODELS_DIR = Path(os.environ.get("SHARELENS_MODELS_DIR", REPO_ROOT / "models"))
+# models/: the base encoders `make encoder` materialises (the registry's folder: MODELS_DIR, below)
 BASE_ENCODER_DIR = REPO_ROOT / "models" / "base" / "multilingual-e5-small"
 BASE_ENCODER_ZH_DIR = REPO_ROOT / "models" / "base" / "multilingual-e5-small-zh"
 
@@ -40,6 +39,9 @@ BENCH_POSTS = JSONL_DIR / "test.jsonl"
 def models_dir() -> Path:
     """The models folder as the environment says now (MODELS_DIR is read once, at import)."""
     return Path(os.environ.get("SHARELENS_MODELS_DIR", REPO_ROOT / "models"))
+
+
+MODELS_DIR = models_dir()  # the registry and its bundles, as the environment said at import
 
 
 def default_raw_dir() -> Path | None:
