@@ -143,9 +143,7 @@ def _cmd_refit(a: argparse.Namespace) -> None:
             print(f"Refit motive head: validation macro-F1 {r['validation_macro_f1_before']:.3f} -> "
                   f"{r['validation_macro_f1_after']:.3f} ({'kept' if r['kept'] else 'not kept'}; "
                   f"{r['train_posts']} posts)")
-        else:
-            print(f"Refit tier head: validation QWK {r['validation_qwk_before']:.3f} -> "
-                  f"{r['validation_qwk_after']:.3f} (epoch {r['epochs']}; {r['train_posts']} posts)")
+        # the tier head's summary was printed by the refit itself
     print(f"-> {dest}")
     evaluate_bundle(dest, fit_calibration=True, registry=Registry(MODELS_DIR))
 

@@ -61,9 +61,15 @@ class TrainConfig:
         default=60, metadata={"help": "after fine-tuning, refit the motive head alone on the frozen encoder for this "
                               "many epochs (multi-sample dropout); kept only if validation macro-F1 does not drop "
                               "(training/motive_refit.py); 0: off"})
-    tier_refit_epochs: int = field(
-        default=60, metadata={"help": "after fine-tuning, refit the tier head alone on the frozen encoder for up to "
-                              "this many epochs, keeping the best validation epoch (training/tier_refit.py); 0: off"})
+    tier_head_epochs: int = field(
+        default=30, metadata={"help": "after fine-tuning, fit the tier head alone on the frozen encoder for this many "
+                              "epochs: checked forward in time on the recent splits, then refit with them "
+                              "(training/tier_refit.py); 0: keep the jointly trained tier head"})
+    tier_recent_splits: list[str] = field(
+        default_factory=lambda: ["validation", "ordinary_validation"],
+        metadata={"help": "the most recent tier-labelled splits: the tier head is trained on their earlier half "
+                  "and read on their later half (the forward check, where its temperature is fitted), then "
+                  "refit on the training splits plus all of them"})
     motive_oversample: int = field(
         default=2, metadata={"help": "repeat each motive-annotated post this many times per epoch (they are a "
                              "minority of the tier-labelled posts)"})

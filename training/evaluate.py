@@ -199,18 +199,25 @@ def _quantiles(values: list[float]) -> dict | None:
 
 
 def train_baselines(bundle: Path, corpus, features: ContextFeatures | None = None) -> dict:
+    """The baselines, each trained on exactly the posts the model's head of the same task learned from:
+    the motive ones on the training splits, the tier ones also on the recent splits when the bundle's
+    tier head was refit with them (training/tier_refit.py)."""
     cfg = yaml.safe_load((bundle / "train_config.yaml").read_text(encoding="utf-8"))
+    meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8")) if (bundle / "bundle.json").is_file() else {}
+    tier_splits = (meta.get("tier_refit") or {}).get("train_splits") or cfg["train_splits"]
     m_posts, m_y, t_posts, t_y = [], [], [], []
     for split in cfg["train_splits"]:
-        if split not in corpus:
-            continue
-        for r in corpus[split]:
-            if r["motive"]:
-                m_posts.append(Post.from_record(r))
-                m_y.append(MOTIVE2ID[r["motive"]])
-            if r["domain"] in TIER_TRAINED_DOMAINS:
-                t_posts.append(Post.from_record(r))
-                t_y.append(TIERS.index(r["tier"]))
+        if split in corpus:
+            for r in corpus[split]:
+                if r["motive"]:
+                    m_posts.append(Post.from_record(r))
+                    m_y.append(MOTIVE2ID[r["motive"]])
+    for split in tier_splits:
+        if split in corpus:
+            for r in corpus[split]:
+                if r["domain"] in TIER_TRAINED_DOMAINS:
+                    t_posts.append(Post.from_record(r))
+                    t_y.append(TIERS.index(r["tier"]))
     if not m_posts:
         raise SharelensError("E314", "no motive-annotated training posts for the baselines; build the corpus "
                              "with the annotations (`make data`)")
@@ -227,6 +234,13 @@ def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: boo
     if fit_calibration:
         cfg = yaml.safe_load((bundle / "train_config.yaml").read_text(encoding="utf-8"))
         calib = fit_temperatures(pred, corpus, cfg.get("validation_split", "validation"))
+        refit = pred.info.meta.get("tier_refit") or {}
+        if refit.get("recent_splits") and refit.get("forward", {}).get("holdout_posts"):
+            # the tier head was trained on the validation split too: its temperature comes from the
+            # forward check, fitted on later posts that check's head never saw (training/tier_refit.py)
+            calib["tier_temperature"] = float(refit["temperature"])
+            calib["tier_posts"] = int(refit["forward"]["holdout_posts"])
+            calib["tier_fitted_on"] = "forward check: the later half of " + ", ".join(refit["recent_splits"])
         write_json(bundle / "calibration.json", {"motive_temperature": 1.0, "tier_temperature": 1.0, **calib})
         pred = Predictor.from_bundle(bundle)
     baselines = train_baselines(bundle, corpus, pred.features)

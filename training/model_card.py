@@ -167,7 +167,13 @@ def _refits(meta: dict) -> str:
     if m:
         parts.append(f"motive head refit, validation macro-F1 {m['validation_macro_f1_before']:.3f} → "
                      f"{m['validation_macro_f1_after']:.3f} ({'kept' if m['kept'] else 'not kept'})")
-    if t:
+    if t and "forward" in t:  # the forward-checked head (training/tier_refit.py)
+        checks = ", ".join(f"{d} QWK {m['qwk']:.3f} on {m['posts']} later posts"
+                           for d, m in t["forward"].get("per_domain", {}).items())
+        parts.append(f"tier head fitted on the frozen encoder for {t['epochs']} epochs on "
+                     f"{', '.join(t['train_splits'])} ({t['train_posts']} posts); forward check "
+                     f"(trained on the earlier half of {', '.join(t['recent_splits'])}): {checks or 'none'}")
+    elif t:
         parts.append(f"tier head refit, validation QWK {t['validation_qwk_before']:.3f} → "
                      f"{t['validation_qwk_after']:.3f} (epoch {t['epochs']})")
     return "; ".join(parts) or "none"
@@ -214,8 +220,9 @@ def render(bundle: Path) -> str:
               f"{meta.get('training_seconds', '?')} s of fine-tuning on {meta.get('device', '?')}; "
               f"max length {meta.get('max_length')} tokens.",
               f"- Second stages on the frozen encoder: {_refits(meta)}.",
-              f"- Calibration temperatures (fitted on validation): motive {calibration.get('motive_temperature', 1.0):.3g}, "
-              f"tier {calibration.get('tier_temperature', 1.0):.3g}.",
+              f"- Calibration temperatures: motive {calibration.get('motive_temperature', 1.0):.3g} (fitted on "
+              f"{calibration.get('fitted_on', 'validation')}), tier {calibration.get('tier_temperature', 1.0):.3g} "
+              f"(fitted on {calibration.get('tier_fitted_on') or calibration.get('fitted_on', 'validation')}).",
               f"- Built from commit `{meta.get('git_commit')}`, data fingerprint `{str(meta.get('data_fingerprint'))[:16]}`.",
               "", "## Training data", "",
               "Public Weibo posts from pinned commits of public repositories (never redistributed with the model):", "",

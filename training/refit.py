@@ -22,7 +22,7 @@ HEADS = ("motive", "tier")
 def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tuple[Path, dict]:
     """(new bundle folder, {head: report dict})."""
     from training.motive_refit import refit_motive_head
-    from training.tier_refit import refit_tier_head
+    from training.tier_refit import TierHeadSettings, refit_tier_head
     from training.train import MODELS_DIR, data_fingerprint, git_commit, resolve_path
 
     unknown = [h for h in heads if h not in HEADS]
@@ -44,9 +44,19 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
             class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42))
         ).to_dict()
     if "tier" in heads:
-        reports["tier"] = refit_tier_head(model, tokenizer, features, corpus, cfg["train_splits"],
-                                          cfg["validation_split"], info.max_length,
-                                          cfg.get("observed_age", True)).to_dict()
+        from training.config import TrainConfig
+
+        defaults = TrainConfig()
+        # bundles made before the forward-checked tier head have neither key: today's defaults
+        cfg.setdefault("tier_head_epochs", defaults.tier_head_epochs)
+        cfg.setdefault("tier_recent_splits", defaults.tier_recent_splits)
+        cfg.pop("tier_refit_epochs", None)
+        report, features = refit_tier_head(
+            model, tokenizer, corpus, cfg["train_splits"], cfg["tier_recent_splits"], info.max_length,
+            cfg.get("observed_age", True), channel_min_count=int(cfg.get("channel_min_count", 3)),
+            settings=TierHeadSettings(epochs=int(cfg["tier_head_epochs"]), seed=int(cfg.get("seed", 42))))
+        print(report.summary())
+        reports["tier"] = report.to_dict()
     root = Path(models_dir or MODELS_DIR)
     registry = Registry(root)
     version = registry.next_version(info.name)
@@ -54,8 +64,10 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
     meta.update({"version": version, "refit_from": info.version, "git_commit": git_commit(),
                  "data_fingerprint": data_fingerprint(Path(data_dir))})
     meta.update({f"{head}_refit": report for head, report in reports.items()})
+    if features is not None and isinstance(meta.get("context"), dict):
+        meta["context"] = {**meta["context"], "channels": len(features.channels)}
     dest = save_bundle(root / info.name / version, model, tokenizer, meta,
-                       (info.path / "train_config.yaml").read_text(encoding="utf-8"), context_features=features)
+                       yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), context_features=features)
     from training.model_card import write_model_card
 
     write_model_card(dest)

@@ -50,8 +50,10 @@ def _reliability_png(calib: dict, title: str, path: Path) -> None:
 
 def write_report(doc: dict, out_dir: Path, tag: str = "") -> Path:
     lines = [f"# Evaluation of {doc['version']}", "",
-             f"Calibration (fitted on validation): motive T = {doc['calibration'].get('motive_temperature'):.3g}, "
-             f"tier T = {doc['calibration'].get('tier_temperature'):.3g}", ""]
+             f"Calibration: motive T = {doc['calibration'].get('motive_temperature'):.3g} (fitted on "
+             f"{doc['calibration'].get('fitted_on', 'validation')}), tier T = "
+             f"{doc['calibration'].get('tier_temperature'):.3g} (fitted on "
+             f"{doc['calibration'].get('tier_fitted_on') or doc['calibration'].get('fitted_on', 'validation')})", ""]
     for name, res in doc["sets"].items():
         lines += [f"## {name} ({res['posts']} posts, {res['truncated_posts']} truncated)", ""]
         if "motive" in res:

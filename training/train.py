@@ -219,14 +219,14 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
               f"{motive_refit.validation_macro_f1_before:.3f} -> {motive_refit.validation_macro_f1_after:.3f} "
               f"({'kept' if motive_refit.kept else 'not kept'})")
     refit = None
-    if features is not None and cfg.tier_refit_epochs:
-        from training.tier_refit import refit_tier_head
+    if features is not None and cfg.tier_head_epochs:
+        from training.tier_refit import TierHeadSettings, refit_tier_head
 
-        refit = refit_tier_head(trainer.model, tokenizer, features, load_corpus(resolve_path(cfg.data_dir)),
-                                cfg.train_splits, cfg.validation_split, cfg.max_length, cfg.observed_age,
-                                max_epochs=cfg.tier_refit_epochs, seed=cfg.seed)
-        print(f"Tier head refit on the frozen encoder: validation QWK {refit.validation_qwk_before:.3f} -> "
-              f"{refit.validation_qwk_after:.3f} (epoch {refit.epochs})")
+        refit, features = refit_tier_head(
+            trainer.model, tokenizer, load_corpus(resolve_path(cfg.data_dir)), cfg.train_splits,
+            cfg.tier_recent_splits, cfg.max_length, cfg.observed_age, channel_min_count=cfg.channel_min_count,
+            settings=TierHeadSettings(epochs=cfg.tier_head_epochs, seed=cfg.seed))
+        print(refit.summary())
     version = registry.next_version(cfg.name)
     best_ckpt = trainer.state.best_model_checkpoint
     ckpts = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

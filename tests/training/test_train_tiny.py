@@ -42,8 +42,14 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     assert (bundle / "context.json").is_file() and info.meta["context"]["channels"] > 10
     for row in ("model, text only", "model without channel", "context_logreg", "tfidf_context_logreg"):
         assert 0.0 <= test["tier"][row]["macro_f1"] <= 1.0, row
+    # the tier head: checked forward in time on the later half of the recent splits, then fitted with them
     refit = info.meta["tier_refit"]
-    assert refit["validation_qwk_after"] >= refit["validation_qwk_before"] and refit["train_posts"] > 1000
+    assert refit["recent_splits"] == ["validation", "ordinary_validation"] and refit["train_posts"] > 1000
+    assert refit["train_splits"] == [*cfg.train_splits, "validation", "ordinary_validation"]
+    assert {"feed", "ordinary"} <= set(refit["forward"]["per_domain"]) and refit["forward"]["holdout_posts"] > 300
+    assert info.calibration["tier_temperature"] == refit["temperature"]
+    assert info.calibration["tier_fitted_on"].startswith("forward check")
+    assert info.meta["context"]["channels"] == refit["channels"] == len(json.loads((bundle / "context.json").read_text())["channels"])
     motive_refit = info.meta["motive_refit"]  # second stage: kept only when validation does not drop
     assert motive_refit["train_posts"] > 1000 and motive_refit["epochs"] == cfg.motive_refit_epochs
     assert motive_refit["kept"] == (motive_refit["validation_macro_f1_after"] >= motive_refit["validation_macro_f1_before"])

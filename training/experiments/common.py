@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from functools import cache
 
-from sharelens.paths import JSONL_DIR as JSONL  # noqa: E402
+from sharelens.paths import BASE_ENCODER_ZH_DIR as ENCODER
+from sharelens.paths import EXPERIMENTS_CACHE as CACHE
+from sharelens.paths import JSONL_DIR as JSONL
+
+__all__ = ["CACHE", "ENCODER", "JSONL", "EXPERIMENT_SPLITS", "TIER_DOMAINS", "TRAIN_SPLITS", "VALIDATION_SPLITS",
+           "experiment_rows", "read"]
 
 # the default profile's training splits, and the validation splits experiments are read on
 TRAIN_SPLITS = ("train", "ordinary_train", "aux_cctv", "aux_ced", "aux_spam")
