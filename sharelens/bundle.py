@@ -3,7 +3,8 @@ else loads (eval, predict, the API) through `load_bundle`.
 
 models/<name>/<version>/
   model.safetensors      weights of the best epoch (encoder + both heads)
-  last/model.safetensors weights of the last epoch, when it is not the best one
+  last/model.safetensors weights of the last epoch, when it is not the best one (as fine-tuned, before the
+                         second stages: its tier context tables may predate the refit vocabulary)
   config.json            the encoder's transformers config, plus (format 2) the sharelens fields
   modeling_sharelens.py, network.py, labels.py, lean_bert.py
                          (format 2) the network's code, for `trust_remote_code=True`

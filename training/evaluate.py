@@ -9,8 +9,9 @@ context (the headline: what a caller who knows the context gets), the same plus 
 its counts were snapshotted (right-censoring: the label is what a post of that age had collected),
 text only, and each context field removed; beside the baselines (majority, TF-IDF on the text,
 logistic regression on the context alone and on TF-IDF + context).
-Temperatures are fitted on the validation split and stored in the bundle's calibration.json,
-which the API then uses: what is served is what is evaluated.
+Temperatures are stored in the bundle's calibration.json, which the API then uses: what is served is
+what is evaluated. The motive's is fitted on the validation split; the tier's on the later half of the
+tier head's forward check (training/tier_refit.py), since the shipped tier head trains on validation.
 """
 
 from __future__ import annotations
@@ -235,12 +236,15 @@ def evaluate_bundle(bundle: Path, data: Path | None = None, fit_calibration: boo
         cfg = yaml.safe_load((bundle / "train_config.yaml").read_text(encoding="utf-8"))
         calib = fit_temperatures(pred, corpus, cfg.get("validation_split", "validation"))
         refit = pred.info.meta.get("tier_refit") or {}
-        if refit.get("recent_splits") and refit.get("forward", {}).get("holdout_posts"):
+        if refit.get("recent_splits"):
             # the tier head was trained on the validation split too: its temperature comes from the
-            # forward check, fitted on later posts that check's head never saw (training/tier_refit.py)
-            calib["tier_temperature"] = float(refit["temperature"])
-            calib["tier_posts"] = int(refit["forward"]["holdout_posts"])
-            calib["tier_fitted_on"] = "forward check: the later half of " + ", ".join(refit["recent_splits"])
+            # forward check, fitted on later posts that check's head never saw (training/tier_refit.py);
+            # with no later posts there is nothing held out to fit it on, and it stays at 1
+            held_out = refit.get("temperature") is not None
+            calib["tier_temperature"] = float(refit["temperature"]) if held_out else 1.0
+            calib["tier_posts"] = int(refit.get("forward", {}).get("holdout_posts", 0))
+            calib["tier_fitted_on"] = ("forward check: the later half of " + ", ".join(refit["recent_splits"])
+                                       if held_out else "none (the forward check had no later posts)")
         write_json(bundle / "calibration.json", {"motive_temperature": 1.0, "tier_temperature": 1.0, **calib})
         pred = Predictor.from_bundle(bundle)
     baselines = train_baselines(bundle, corpus, pred.features)

@@ -34,6 +34,9 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
     if "tier" in heads and features is None:
         raise SharelensError("E320", f"{bundle} has a text-only tier head; train a context-aware model first")
     cfg = yaml.safe_load((info.path / "train_config.yaml").read_text(encoding="utf-8"))
+    if "tier" in heads and int(cfg.get("tier_head_epochs", 1)) <= 0:
+        raise SharelensError("E322", f"tier_head_epochs is {cfg['tier_head_epochs']} in {info.path}/train_config.yaml: "
+                             "a tier refit needs at least one epoch")
     data_dir = resolve_path(cfg.get("data_dir", "data/build/corpus"))
     corpus = load_corpus(data_dir)
     reports: dict[str, dict] = {}

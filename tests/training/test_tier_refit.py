@@ -78,3 +78,38 @@ def test_install_tier_head_grows_the_vocabulary_of_the_model(tiny_bundle):
                         context_features=features)
     loaded, _ = load_model(verify_bundle(saved), runtime="transformers")
     assert loaded.context_features.knows_channel("股市") and loaded.config.context_sizes == features.sizes()
+
+
+def _records(texts, split, dates, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, text in enumerate(texts):
+        tier = int(rng.integers(0, len(TIERS)))
+        out.append({"text": text, "domain": "feed", "split": split, "tier": TIERS[tier], "channel": CHANNELS[tier],
+                    "vip": bool(i % 2), "posted_at": dates[i % len(dates)], "observed_at": "2025-01-09T20:00:00+08:00",
+                    "author_history": None, "followers": None, "verified": None})
+    return out
+
+
+def test_refit_tier_head_checks_forward_then_trains_on_the_recent_posts(tiny_bundle, real_posts):
+    from sharelens.bundle import load_model, verify_bundle
+    from training.tier_refit import refit_tier_head
+
+    model, tokenizer = load_model(verify_bundle(tiny_bundle), runtime="transformers")
+    corpus = {"train": _records(real_posts[:120], "train", ["2024-12-20"], 0),
+              "validation": _records(real_posts[120:180], "validation", ["2025-01-01", "2025-01-02", "2025-01-03"], 1)}
+    report, features = refit_tier_head(model, tokenizer, corpus, ["train"], ["validation", "ordinary_validation"],
+                                       max_length=32, settings=TierHeadSettings(epochs=3))
+    assert report.recent_splits == ["validation"] and report.train_splits == ["train", "validation"]
+    assert report.forward["cut"] == {"validation": "2025-01-02"}
+    assert report.forward["train_posts"] == 120 + 40 and report.forward["holdout_posts"] == 20
+    assert report.forward["per_domain"]["feed"]["posts"] == 20 and report.temperature is not None
+    assert report.train_posts == 180 and report.settings["epochs"] == 3
+    assert model.context_features is features and model.config.context_sizes == features.sizes()
+
+    # every recent post on one date: no later half, so nothing held out to fit a temperature on
+    corpus["validation"] = _records(real_posts[120:180], "validation", ["2025-01-01"], 1)
+    report, _ = refit_tier_head(model, tokenizer, corpus, ["train"], ["validation"], max_length=32,
+                                settings=TierHeadSettings(epochs=1))
+    assert report.forward["holdout_posts"] == 0 and report.temperature is None and "per_domain" not in report.forward
+    assert report.train_posts == 180

@@ -45,7 +45,9 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     # the tier head: checked forward in time on the later half of the recent splits, then fitted with them
     refit = info.meta["tier_refit"]
     assert refit["recent_splits"] == ["validation", "ordinary_validation"] and refit["train_posts"] > 1000
-    assert refit["train_splits"] == [*cfg.train_splits, "validation", "ordinary_validation"]
+    # only the splits that gave the head posts (the aux splits carry no tier)
+    assert refit["train_splits"] == ["train", "ordinary_train", "validation", "ordinary_validation"]
+    assert refit["settings"]["epochs"] == cfg.tier_head_epochs
     assert {"feed", "ordinary"} <= set(refit["forward"]["per_domain"]) and refit["forward"]["holdout_posts"] > 300
     assert info.calibration["tier_temperature"] == refit["temperature"]
     assert info.calibration["tier_fitted_on"].startswith("forward check")
