@@ -36,7 +36,7 @@ from sharelens.registry import Registry
 from sharelens.text import normalise_text
 from training.baselines import MOTIVE_BASELINES, TIER_BASELINES, fit_baselines
 from training.data import TIER_TRAINED_DOMAINS, load_corpus
-from training.metrics import ece, fit_temperature, motive_metrics, tier_metrics
+from training.metrics import ece, fit_temperature, motive_metrics, motive_nll, tier_metrics, tier_nll
 
 DEFAULT_SETS = ("test", "ordinary_test", "ood_cctv", "ood_ced")
 # tier rows: name -> (context fields removed, use the observed age)
@@ -74,17 +74,6 @@ def read_records(path: Path) -> list[dict]:
     return rows
 
 
-def _nll_motive(logits: np.ndarray, y: np.ndarray):
-    lt = torch.from_numpy(logits)
-    yt = torch.from_numpy(y)
-    return lambda t: float(torch.nn.functional.cross_entropy(lt / t, yt))
-
-
-def _nll_tier(logits: np.ndarray, y: np.ndarray):
-    lt = torch.from_numpy(logits)
-    return lambda t: float(-np.log(tier_probs_from_logits(lt, t).numpy()[np.arange(len(y)), y] + 1e-12).mean())
-
-
 def posts_of(rows) -> list[Post]:
     return [Post.from_record(r) for r in rows]
 
@@ -99,12 +88,12 @@ def fit_temperatures(pred: Predictor, corpus, split: str) -> dict:
     m_idx = np.array([i for i, r in enumerate(rows) if r["motive"]], dtype=int)
     if len(m_idx):
         y = np.array([MOTIVE2ID[rows[int(i)]["motive"]] for i in m_idx])
-        doc["motive_temperature"] = fit_temperature(_nll_motive(raw.motive_logits[m_idx], y))
+        doc["motive_temperature"] = fit_temperature(motive_nll(raw.motive_logits[m_idx], y))
         doc["motive_posts"] = int(len(m_idx))
     t_idx = np.array([i for i, r in enumerate(rows) if r["domain"] in TIER_TRAINED_DOMAINS], dtype=int)
     if len(t_idx):
         y = np.array([TIERS.index(rows[int(i)]["tier"]) for i in t_idx])
-        doc["tier_temperature"] = fit_temperature(_nll_tier(raw.tier_logits[t_idx], y))
+        doc["tier_temperature"] = fit_temperature(tier_nll(raw.tier_logits[t_idx], y))
         doc["tier_posts"] = int(len(t_idx))
     return doc
 

@@ -74,6 +74,24 @@ def ece(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> tuple[float, l
     return float(total), rows
 
 
+def motive_nll(logits: np.ndarray, y: np.ndarray):
+    """Validation NLL of the motive logits as a function of the temperature (for `fit_temperature`)."""
+    import torch
+
+    lt, yt = torch.from_numpy(logits), torch.from_numpy(y)
+    return lambda t: float(torch.nn.functional.cross_entropy(lt / t, yt))
+
+
+def tier_nll(logits: np.ndarray, y: np.ndarray):
+    """Held-out NLL of the ordinal tier logits as a function of the temperature (for `fit_temperature`)."""
+    import torch
+
+    from sharelens.modeling import tier_probs_from_logits
+
+    lt = torch.from_numpy(logits)
+    return lambda t: float(-np.log(tier_probs_from_logits(lt, t).numpy()[np.arange(len(y)), y] + 1e-12).mean())
+
+
 def fit_temperature(nll_of_t, grid: np.ndarray | None = None) -> float:
     """The temperature minimising validation NLL: a 1-D search (robust, no gradients needed)."""
     grid = grid if grid is not None else np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))

@@ -48,7 +48,7 @@ from sharelens.modeling import tier_probs_from_logits
 from sharelens.network import ContextFusion, initial_tier_bias
 from sharelens.post import Post
 from training.data import TIER_TRAINED_DOMAINS, record_context_ids
-from training.metrics import fit_temperature, tier_metrics
+from training.metrics import fit_temperature, tier_metrics, tier_nll
 
 LEVELS = torch.arange(len(TIERS) - 1)
 
@@ -230,11 +230,6 @@ def _served_ids(features: ContextFeatures, rows: list[dict]) -> torch.Tensor:
     return torch.tensor([features.encode(Post.from_record(r).context) for r in rows], dtype=torch.long)
 
 
-def _tier_nll(logits: np.ndarray, y: np.ndarray):
-    lt = torch.from_numpy(logits)
-    return lambda t: float(-np.log(tier_probs_from_logits(lt, t).numpy()[np.arange(len(y)), y] + 1e-12).mean())
-
-
 def refit_tier_head(model, tokenizer, corpus, train_splits: Sequence[str], recent_splits: Sequence[str],
                     max_length: int, observed_age: bool = True, channel_min_count: int = 3,
                     settings: TierHeadSettings | None = None) -> tuple[RefitReport, ContextFeatures]:
@@ -242,7 +237,8 @@ def refit_tier_head(model, tokenizer, corpus, train_splits: Sequence[str], recen
     in `model`. Returns the report and the new context features (what the bundle must save)."""
     s = settings or TierHeadSettings()
     recent_splits = [r for r in recent_splits if r in corpus and r not in train_splits]
-    base = tier_rows(corpus, train_splits)
+    by_split = {sp: tier_rows(corpus, [sp]) for sp in train_splits}
+    base = [r for rows in by_split.values() for r in rows]
     early, late, cuts = _split_forward(corpus, recent_splits)
     everything = base + early + late
     vectors = pooled_vectors(model, tokenizer, [r["text"] for r in everything], max_length)
@@ -259,7 +255,7 @@ def refit_tier_head(model, tokenizer, corpus, train_splits: Sequence[str], recen
         y_late = _tiers(late).numpy()
         ids_late = _served_ids(feats_fwd, late)
         logits = head.logits(z_late, ids_late)
-        temperature = fit_temperature(_tier_nll(logits, y_late))
+        temperature = fit_temperature(tier_nll(logits, y_late))
         forward["temperature"] = temperature
         forward["per_domain"] = {}
         for domain in sorted({r["domain"] for r in late}):
@@ -273,9 +269,9 @@ def refit_tier_head(model, tokenizer, corpus, train_splits: Sequence[str], recen
     head = fit_tier_head(vectors, _training_ids(features, everything, observed_age), _tiers(everything),
                          features.sizes(), s)
     install_tier_head(model, head, features)
-    contributing = [sp for sp in [*train_splits, *recent_splits] if tier_rows(corpus, [sp])]
+    contributing = [sp for sp, rows in by_split.items() if rows] + list(cuts)
     report = RefitReport(train_posts=len(everything), train_splits=contributing,
-                         recent_splits=[sp for sp in recent_splits if sp in cuts], epochs=s.epochs,
+                         recent_splits=list(cuts), epochs=s.epochs,
                          channels=len(features.channels), forward=forward, temperature=temperature,
                          settings=asdict(s))
     return report, features
