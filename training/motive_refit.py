@@ -47,13 +47,15 @@ def _macro_f1(head: torch.nn.Linear, z: torch.Tensor, y: np.ndarray) -> float:
 
 
 def fit_linear_head(head: torch.nn.Linear, z: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor,
-                    epochs: int, samples: int = 4, dropout: float = 0.3, lr: float = 2e-3, seed: int = 0) -> None:
+                    epochs: int, samples: int = 4, dropout: float = 0.3, lr: float = 2e-3, seed: int = 0,
+                    sample_weight: torch.Tensor | None = None) -> None:
     """Weighted cross-entropy averaged over `samples` dropout masks of each batch (multi-sample
-    dropout, Inoue 2019), AdamW, batches of 64; trains `head` in place."""
+    dropout, Inoue 2019), AdamW, batches of 64; trains `head` in place. `sample_weight` multiplies
+    each post's class weight (e.g. a domain's share)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    w = class_weight[y]
+    w = class_weight[y] if sample_weight is None else class_weight[y] * sample_weight
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=gen).split(64):
             losses = [torch.nn.functional.cross_entropy(head(torch.nn.functional.dropout(z[idx], dropout)), y[idx],

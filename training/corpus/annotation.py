@@ -137,3 +137,59 @@ def agreement(readings: list[dict]) -> dict:
         "third_sided_with_first": sum(third.get(i) == first[i] for i in dis),
         "third_sided_with_second": sum(third.get(i) == second[i] for i in dis),
     }
+
+
+def append_round(out_dir: Path, first: dict[str, Path], spec_version: str,
+                 second: tuple[str, Path] | None = None, third: tuple[str, Path] | None = None) -> dict:
+    """Add a later reading round to the committed files: `first` maps each first reader's name to its
+    CSV (post_id,motive,motive_secondary), `second` and `third` are (reader, CSV) of the independent
+    second reading and of the third reading that settles its disagreements. Posts already annotated
+    are refused (a round adds posts, it never relabels). Returns the agreement figures of all rounds."""
+    import csv
+
+    from sharelens.labels import MOTIVES
+
+    def load(path: Path, round_name: str, reader: str) -> dict[str, dict]:
+        rows = {}
+        for r in csv.DictReader(path.open(encoding="utf-8")):
+            for m in (r["motive"], r.get("motive_secondary") or None):
+                if m is not None and m not in MOTIVES:
+                    raise ValueError(f"{reader}: post {r['post_id']}: unknown motive {m!r}")
+            rows[r["post_id"]] = {"post_id": r["post_id"], "round": round_name, "reader": reader,
+                                  "motive": r["motive"], "motive_secondary": r.get("motive_secondary") or "", "note": ""}
+        return rows
+
+    def read_csv(name: str) -> list[dict]:
+        with (out_dir / name).open(encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    readings, final = read_csv("readings.csv"), read_csv("motives.csv")
+    known = {r["post_id"] for r in final}
+    new_first: dict[str, dict] = {}
+    for reader, path in first.items():
+        new_first.update(load(path, "first", reader))
+    clash = sorted(known & set(new_first))
+    if clash:
+        raise ValueError(f"{len(clash)} posts of this round are already annotated, e.g. {clash[0]}")
+    sec = load(second[1], "second", second[0]) if second else {}
+    thr = load(third[1], "third", third[0]) if third else {}
+    if set(sec) - set(new_first):
+        raise ValueError("the second reading holds posts the first reading of this round does not")
+    for pid, row in sorted(new_first.items()):
+        chosen, annotator, method = row, row["reader"], "read"
+        if pid in sec and sec[pid]["motive"] != row["motive"]:
+            if pid not in thr:
+                raise ValueError(f"post {pid}: readings disagree and no third reading settles it")
+            chosen, annotator, method = thr[pid], thr[pid]["reader"], "adjudicated"
+        elif pid in sec:
+            method = "read-twice-agreed"
+        secondary = chosen["motive_secondary"] if chosen["motive_secondary"] != chosen["motive"] else ""
+        final.append({"post_id": pid, "motive": chosen["motive"], "motive_secondary": secondary,
+                      "annotator": annotator, "method": method, "spec_version": spec_version})
+    readings += [*new_first.values(), *sec.values(), *(r for pid, r in thr.items() if pid in new_first)]
+    for name, fields, rows in (("readings.csv", READINGS_FIELDS, readings), ("motives.csv", FINAL_FIELDS, final)):
+        with (out_dir / name).open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
+            w.writeheader()
+            w.writerows(sorted(rows, key=lambda r: (r["post_id"], r.get("round", ""))))
+    return agreement(readings)

@@ -302,29 +302,31 @@ def resolve_splits(records: list[dict], split_file: Path, resplit: bool) -> tupl
     return out, appended
 
 
-def attach_author_history(records: list[dict]) -> None:
-    """author_history of every record: the same author's posts of the domain's training-period pool
-    (HISTORY_POOLS) created on an earlier date (strictly: not the same day, not itself), as
-    {posts, median_engagement of reposts+comments+likes}; None when there is none or the domain
-    has no pool (CCTV, CED, spam)."""
-    pools: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for r in records:
-        pool = HISTORY_POOLS.get(r["domain"])
-        if pool is not None and r["split"] in pool:
-            pools[(r["domain"], r["author"])].append((r["created_at"], r["engagement"]))
-    for rows in pools.values():
+def author_history_from(pool: list[dict], records: list[dict]) -> dict[str, dict | None]:
+    """post_id -> author_history of each of `records`: the same author's posts of `pool` (same
+    domain) created on an earlier date (strictly: not the same day, not itself), as
+    {posts, median_engagement of reposts+comments+likes}; None when there is none."""
+    by_author: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for r in pool:
+        by_author[(r["domain"], r["author"])].append((r["created_at"], r["engagement"]))
+    for rows in by_author.values():
         rows.sort()
+    out: dict[str, dict | None] = {}
     for r in records:
-        r["author_history"] = None
-        rows = pools.get((r["domain"], r["author"]))
-        if not rows:
-            continue
+        rows = by_author.get((r["domain"], r["author"]), [])
         n = bisect.bisect_left(rows, (r["created_at"],))  # dates strictly before this post's date
-        if n:
-            r["author_history"] = {
-                "posts": n,
-                "median_engagement": float(statistics.median(e for _, e in rows[:n])),
-            }
+        out[r["post_id"]] = ({"posts": n, "median_engagement": float(statistics.median(e for _, e in rows[:n]))}
+                             if n else None)
+    return out
+
+
+def attach_author_history(records: list[dict]) -> None:
+    """author_history of every record from its domain's training-period pool (HISTORY_POOLS): see
+    `author_history_from`; None for domains without a pool (CCTV, CED, spam)."""
+    pool = [r for r in records if r["split"] in HISTORY_POOLS.get(r["domain"], ())]
+    history = author_history_from(pool, records)
+    for r in records:
+        r["author_history"] = history[r["post_id"]] if r["domain"] in HISTORY_POOLS else None
 
 
 def age_at_crawl_days(posted_at: str | None, observed_at: str | None) -> float | None:
