@@ -138,12 +138,7 @@ def _cmd_refit(a: argparse.Namespace) -> None:
     a.bundle = None
     heads = ("tier",) if a.cmd == "refit-tier" else tuple(a.heads)
     dest, reports = refit_bundle(_bundle_path(a), heads)
-    for head, r in reports.items():
-        if head == "motive":
-            print(f"Refit motive head: validation macro-F1 {r['validation_macro_f1_before']:.3f} -> "
-                  f"{r['validation_macro_f1_after']:.3f} ({'kept' if r['kept'] else 'not kept'}; "
-                  f"{r['train_posts']} posts)")
-        # the tier head's summary was printed by the refit itself
+    # each head's summary was printed by its refit
     print(f"-> {dest}")
     evaluate_bundle(dest, fit_calibration=True, registry=Registry(MODELS_DIR))
 

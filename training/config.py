@@ -61,6 +61,11 @@ class TrainConfig:
         default=60, metadata={"help": "after fine-tuning, refit the motive head alone on the frozen encoder for this "
                               "many epochs (multi-sample dropout); kept only if validation macro-F1 does not drop "
                               "(training/motive_refit.py); 0: off"})
+    motive_validation_splits: list[str] = field(
+        default_factory=lambda: ["validation", "ordinary_validation"],
+        metadata={"help": "with validation_split, the splits whose read posts decide whether the refit motive head "
+                  "replaces the fine-tuned one: the mean of their macro-F1s, each population once (the feed and the "
+                  "ordinary accounts); splits missing or without read posts are skipped"})
     tier_head_epochs: int = field(
         default=30, metadata={"help": "after fine-tuning, fit the tier head alone on the frozen encoder for this many "
                               "epochs: checked forward in time on the recent splits, then refit with them "

@@ -165,8 +165,11 @@ def _refits(meta: dict) -> str:
     parts = []
     m, t = meta.get("motive_refit"), meta.get("tier_refit")
     if m:
+        splits = m.get("by_split") or {}
+        each = (" (mean of " + ", ".join(f"{k} {b['before']:.3f} → {b['after']:.3f}" for k, b in splits.items()) + ")"
+                if len(splits) > 1 else "")
         parts.append(f"motive head refit, validation macro-F1 {m['validation_macro_f1_before']:.3f} → "
-                     f"{m['validation_macro_f1_after']:.3f} ({'kept' if m['kept'] else 'not kept'})")
+                     f"{m['validation_macro_f1_after']:.3f}{each} ({'kept' if m['kept'] else 'not kept'})")
     if t and "forward" in t:  # the forward-checked head (training/tier_refit.py)
         checks = ", ".join(f"{d} QWK {m['qwk']:.3f} on {m['posts']} later posts"
                            for d, m in t["forward"].get("per_domain", {}).items())

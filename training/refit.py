@@ -41,11 +41,17 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
     corpus = load_corpus(data_dir)
     reports: dict[str, dict] = {}
     if "motive" in heads:
-        reports["motive"] = refit_motive_head(
-            model, tokenizer, corpus, cfg["train_splits"], cfg["validation_split"], info.max_length,
+        from training.config import TrainConfig
+
+        # bundles made before the two-population rule have no key: today's default
+        cfg.setdefault("motive_validation_splits", TrainConfig().motive_validation_splits)
+        splits = list(dict.fromkeys([cfg["validation_split"], *cfg["motive_validation_splits"]]))
+        report = refit_motive_head(
+            model, tokenizer, corpus, cfg["train_splits"], splits, info.max_length,
             epochs=int(cfg.get("motive_refit_epochs") or 60),
-            class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42))
-        ).to_dict()
+            class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42)))
+        print(report.summary())
+        reports["motive"] = report.to_dict()
     if "tier" in heads:
         from training.config import TrainConfig
 

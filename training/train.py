@@ -212,12 +212,12 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
         from training.motive_refit import refit_motive_head
 
         motive_refit = refit_motive_head(trainer.model, tokenizer, load_corpus(resolve_path(cfg.data_dir)),
-                                         cfg.train_splits, cfg.validation_split, cfg.max_length,
+                                         cfg.train_splits,
+                                         list(dict.fromkeys([cfg.validation_split, *cfg.motive_validation_splits])),
+                                         cfg.max_length,
                                          epochs=cfg.motive_refit_epochs, class_weighting=cfg.motive_class_weighting,
                                          seed=cfg.seed)
-        print(f"Motive head refit on the frozen encoder: validation macro-F1 "
-              f"{motive_refit.validation_macro_f1_before:.3f} -> {motive_refit.validation_macro_f1_after:.3f} "
-              f"({'kept' if motive_refit.kept else 'not kept'})")
+        print(motive_refit.summary())
     refit = None
     if features is not None and cfg.tier_head_epochs:
         from training.tier_refit import TierHeadSettings, refit_tier_head

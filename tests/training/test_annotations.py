@@ -5,9 +5,9 @@ import csv
 import json
 from pathlib import Path
 
-from sharelens.labels import MOTIVES, SPEC_VERSION
 import pytest
 
+from sharelens.labels import MOTIVES, SPEC_VERSION
 from training.corpus.annotation import agreement, append_round
 from training.corpus.splits import SPLIT_FILE, read_split_file
 
@@ -49,7 +49,7 @@ def test_enough_annotations_and_a_held_out_annotated_test_set() -> None:
     assert all(splits[r["post_id"]] != "excluded" for r in final)
     assert sum(splits[r["post_id"]] == "test" for r in final) >= 400
     assert sum(splits[r["post_id"]] == "ood_cctv" for r in final) >= 300  # the out-of-domain motive test
-    trainable = [r for r in final if splits[r["post_id"]] not in ("test", "ood_cctv", "ood_ced")]
+    trainable = [r for r in final if splits[r["post_id"]] not in ("test", "ordinary_test", "ood_cctv", "ood_ced")]
     assert {splits[r["post_id"]] for r in trainable} <= {"train", "validation", "aux_cctv", "aux_ced", "aux_spam",
                                                           "ordinary_train", "ordinary_validation"}
     for motive in ("incentive", "help_seeking", "social_comparison"):  # hunted for in the visible sources

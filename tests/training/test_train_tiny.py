@@ -55,6 +55,13 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     motive_refit = info.meta["motive_refit"]  # second stage: kept only when validation does not drop
     assert motive_refit["train_posts"] > 1000 and motive_refit["epochs"] == cfg.motive_refit_epochs
     assert motive_refit["kept"] == (motive_refit["validation_macro_f1_after"] >= motive_refit["validation_macro_f1_before"])
+    # each validation population with read posts counts once in the keep rule
+    by_split = motive_refit["by_split"]
+    assert set(by_split) == {"validation", "ordinary_validation"}
+    for when in ("before", "after"):
+        mean = sum(b[when] for b in by_split.values()) / len(by_split)
+        assert abs(motive_refit[f"validation_macro_f1_{when}"] - mean) < 1e-9
+    assert motive_refit["validation_posts"] == sum(b["posts"] for b in by_split.values())
     assert test["motive"]["confident_errors"].keys() == set(MOTIVES)
     # the model card travels in the bundle and states the figures `make eval` measured, with intervals
     card = (bundle / "README.md").read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 """Does the motive head gain from the ordinary accounts' read posts? (issue 11, round 4 of annotations)
 
     python -m training.experiments.cache --bundle models/sharelens/v0004-20261130
-    python -m training.experiments.motive_ordinary [--bundle models/sharelens/v0004-20261130] [--seeds 3]
+    python -m training.experiments.motive_ordinary [--bundle models/sharelens/v0004-20261130] [--seeds 3 | --seed-list 42 3 4]
 
 The motive refit (`training.motive_refit.fit_linear_head`, as `make train` runs it: 60 epochs,
 multi-sample dropout, inverse square-root class weights) on the frozen encoder's cached vectors, trained
@@ -36,7 +36,9 @@ def scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=Path("models/sharelens/v0004-20261130"))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..n-1")
+    ap.add_argument("--seed-list", type=int, nargs="+", help="these seeds instead (the product's refit uses 42)")
+    ap.add_argument("--no-weights", action="store_true", help="only the rows without and with, at full weight")
     ap.add_argument("--out", type=Path, default=Path("data/build/experiments/motive_ordinary.json"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -45,17 +47,18 @@ def main() -> None:
     read_on = {s: load(tag, s) for s in ("validation", "ordinary_validation")}
     results = []
     without = [s for s in TRAIN_SPLITS if s != "ordinary_train"]
-    for name, splits, ordinary_weight in (("training splits without ordinary_train", without, 1.0),
-                                          ("training splits with ordinary_train's read posts", list(TRAIN_SPLITS), 1.0),
-                                          ("... ordinary_train's posts weighted 0.5", list(TRAIN_SPLITS), 0.5),
-                                          ("... ordinary_train's posts weighted 0.25", list(TRAIN_SPLITS), 0.25)):
+    rows = (("training splits without ordinary_train", without, 1.0),
+            ("training splits with ordinary_train's read posts", list(TRAIN_SPLITS), 1.0),
+            ("... ordinary_train's posts weighted 0.5", list(TRAIN_SPLITS), 0.5),
+            ("... ordinary_train's posts weighted 0.25", list(TRAIN_SPLITS), 0.25))
+    for name, splits, ordinary_weight in rows[:2] if args.no_weights else rows:
         z = torch.from_numpy(np.concatenate([parts[s][1] for s in splits]))
         y = torch.tensor([MOTIVE2ID[r["motive"]] for s in splits for r in parts[s][0]])
         weight = torch.from_numpy(motive_class_weights({"motive_label": y.tolist()}, "inverse_sqrt"))
         sample_weight = torch.tensor([ordinary_weight if s == "ordinary_train" else 1.0
                                       for s in splits for _ in parts[s][0]]) if ordinary_weight != 1.0 else None
         per_seed: dict[str, list[dict]] = {s: [] for s in read_on}
-        for seed in range(args.seeds):
+        for seed in args.seed_list or range(args.seeds):
             head = torch.nn.Linear(z.shape[1], len(MOTIVES))
             fit_linear_head(head, z, y, weight, 60, seed=seed, sample_weight=sample_weight)
             for split, (rows, x) in read_on.items():
