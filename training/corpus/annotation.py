@@ -95,26 +95,39 @@ def merge_rounds(work_dir: Path, out_dir: Path, spec_version: str) -> dict:
             if m is not None and m not in MOTIVES:
                 raise ValueError(f"{row['reader']}: post {row['post_id']}: unknown motive {m!r}")
 
+    final = settle(first, second, third, spec_version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_committed(out_dir, readings, final)
+    return agreement(readings)
+
+
+def settle(first: dict[str, dict], second: dict[str, dict], third: dict[str, dict], spec_version: str) -> list[dict]:
+    """The settled label of each first-read post: the first reading, unless an independent second
+    reading disagrees, in which case the third reading (which saw both candidates) decides."""
     final = []
     for pid, row in sorted(first.items()):
         chosen, annotator, method = row, row["reader"], "read"
         if pid in second and second[pid]["motive"] != row["motive"]:
             if pid not in third:
                 raise ValueError(f"post {pid}: readings disagree and no third reading settles it")
-            chosen, annotator, method = third[pid], "agent-reader-third", "adjudicated"
+            chosen, annotator, method = third[pid], third[pid]["reader"], "adjudicated"
         elif pid in second:
             method = "read-twice-agreed"
         secondary = chosen["motive_secondary"] if chosen["motive_secondary"] != chosen["motive"] else ""
         final.append({"post_id": pid, "motive": chosen["motive"], "motive_secondary": secondary,
                       "annotator": annotator, "method": method, "spec_version": spec_version})
+    return final
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def write_committed(out_dir: Path, readings: list[dict], final: list[dict]) -> None:
+    """data/annotations/readings.csv and motives.csv, sorted by post id (and round)."""
+    import csv
+
     for name, fields, rows in (("readings.csv", READINGS_FIELDS, readings), ("motives.csv", FINAL_FIELDS, final)):
         with (out_dir / name).open("w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
             w.writeheader()
             w.writerows(sorted(rows, key=lambda r: (r["post_id"], r.get("round", ""))))
-    return agreement(readings)
 
 
 def agreement(readings: list[dict]) -> dict:
@@ -175,21 +188,7 @@ def append_round(out_dir: Path, first: dict[str, Path], spec_version: str,
     thr = load(third[1], "third", third[0]) if third else {}
     if set(sec) - set(new_first):
         raise ValueError("the second reading holds posts the first reading of this round does not")
-    for pid, row in sorted(new_first.items()):
-        chosen, annotator, method = row, row["reader"], "read"
-        if pid in sec and sec[pid]["motive"] != row["motive"]:
-            if pid not in thr:
-                raise ValueError(f"post {pid}: readings disagree and no third reading settles it")
-            chosen, annotator, method = thr[pid], thr[pid]["reader"], "adjudicated"
-        elif pid in sec:
-            method = "read-twice-agreed"
-        secondary = chosen["motive_secondary"] if chosen["motive_secondary"] != chosen["motive"] else ""
-        final.append({"post_id": pid, "motive": chosen["motive"], "motive_secondary": secondary,
-                      "annotator": annotator, "method": method, "spec_version": spec_version})
+    final += settle(new_first, sec, thr, spec_version)
     readings += [*new_first.values(), *sec.values(), *(r for pid, r in thr.items() if pid in new_first)]
-    for name, fields, rows in (("readings.csv", READINGS_FIELDS, readings), ("motives.csv", FINAL_FIELDS, final)):
-        with (out_dir / name).open("w", encoding="utf-8", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
-            w.writeheader()
-            w.writerows(sorted(rows, key=lambda r: (r["post_id"], r.get("round", ""))))
+    write_committed(out_dir, readings, final)
     return agreement(readings)
