@@ -61,6 +61,10 @@ class TrainConfig:
         default=60, metadata={"help": "after fine-tuning, refit the motive head alone on the frozen encoder for this "
                               "many epochs (multi-sample dropout); kept only if validation macro-F1 does not drop "
                               "(training/motive_refit.py); 0: off"})
+    motive_refit_seeds: int = field(
+        default=5, metadata={"help": "the refit motive head is the mean of this many heads, one per seed (seed, "
+                             "seed + 1, ...): one head's validation figure swings with its seed; linear heads "
+                             "average into one, so serving costs the same"})
     motive_validation_splits: list[str] = field(
         default_factory=lambda: ["validation", "ordinary_validation"],
         metadata={"help": "with validation_split, the splits whose read posts decide whether the refit motive head "
@@ -91,6 +95,12 @@ class TrainConfig:
     max_train_posts: int | None = field(default=None, metadata={"help": "cap on training posts (tiny profile)"})
     logging_steps: int = field(default=20, metadata={"help": "log every N optimiser steps"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: all cores)"})
+
+    def __post_init__(self) -> None:
+        # checked when the config is read, not after an hour of fine-tuning
+        if self.motive_refit_seeds < 1:
+            raise SharelensError("E325", f"motive_refit_seeds is {self.motive_refit_seeds}: the motive refit needs "
+                                 "at least one seed")
 
     @classmethod
     def load(cls, profile_or_path: str, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -43,13 +43,15 @@ def refit_bundle(bundle, heads: tuple[str, ...] = HEADS, models_dir=None) -> tup
     if "motive" in heads:
         from training.config import TrainConfig
 
-        # bundles made before the two-population rule have no key: today's default
+        # bundles made before the two-population rule or the averaged seeds have no key: today's defaults
         cfg.setdefault("motive_validation_splits", TrainConfig().motive_validation_splits)
+        cfg.setdefault("motive_refit_seeds", TrainConfig().motive_refit_seeds)
         splits = list(dict.fromkeys([cfg["validation_split"], *cfg["motive_validation_splits"]]))
         report = refit_motive_head(
             model, tokenizer, corpus, cfg["train_splits"], splits, info.max_length,
             epochs=int(cfg.get("motive_refit_epochs") or 60),
-            class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42)))
+            class_weighting=cfg.get("motive_class_weighting", "inverse_sqrt"), seed=int(cfg.get("seed", 42)),
+            seeds=int(cfg["motive_refit_seeds"]))
         print(report.summary())
         reports["motive"] = report.to_dict()
     if "tier" in heads:

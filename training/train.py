@@ -216,7 +216,7 @@ def train(cfg: TrainConfig, models_dir: Path = MODELS_DIR, resume: bool = True, 
                                          list(dict.fromkeys([cfg.validation_split, *cfg.motive_validation_splits])),
                                          cfg.max_length,
                                          epochs=cfg.motive_refit_epochs, class_weighting=cfg.motive_class_weighting,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, seeds=cfg.motive_refit_seeds)
         print(motive_refit.summary())
     refit = None
     if features is not None and cfg.tier_head_epochs:

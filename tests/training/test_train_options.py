@@ -66,3 +66,22 @@ def test_motive_head_refit_learns_separable_classes() -> None:
     fit_linear_head(head, z, y, torch.ones(len(MOTIVES)), epochs=40)
     after = (head(z).argmax(-1) == y).float().mean().item()
     assert after > 0.85 and after > before + 0.5
+
+
+def test_averaged_heads_give_the_mean_of_their_logits() -> None:
+    from training.motive_refit import average_linear_heads
+
+    torch.manual_seed(0)
+    heads = [torch.nn.Linear(8, len(MOTIVES)) for _ in range(3)]
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        expected = torch.stack([h(x) for h in heads]).mean(0)
+        assert torch.allclose(average_linear_heads(heads)(x), expected, atol=1e-6)
+        assert not torch.allclose(heads[0](x), expected)
+
+
+def test_config_refuses_a_refit_without_seeds() -> None:
+    from sharelens.errors import SharelensError
+
+    with pytest.raises(SharelensError, match="E325.*motive_refit_seeds is 0"):
+        TrainConfig(motive_refit_seeds=0)

@@ -54,6 +54,7 @@ def test_tiny_profile_trains_and_evaluates(corpus_dir: Path, tmp_path: Path) -> 
     assert info.meta["context"]["channels"] == refit["channels"] == len(json.loads((bundle / "context.json").read_text())["channels"])
     motive_refit = info.meta["motive_refit"]  # second stage: kept only when validation does not drop
     assert motive_refit["train_posts"] > 1000 and motive_refit["epochs"] == cfg.motive_refit_epochs
+    assert motive_refit["seeds"] == [cfg.seed + i for i in range(cfg.motive_refit_seeds)] and cfg.motive_refit_seeds == 2
     assert motive_refit["kept"] == (motive_refit["validation_macro_f1_after"] >= motive_refit["validation_macro_f1_before"])
     # each validation population with read posts counts once in the keep rule
     by_split = motive_refit["by_split"]
