@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sharelens.labels import MOTIVE2ID, MOTIVES
+from sharelens.labels import MOTIVE2ID
 from training.data import motive_class_weights
 from training.experiments.common import TRAIN_SPLITS, VALIDATION_SPLITS
 from training.experiments.motive_forward import load
