@@ -168,7 +168,8 @@ def _refits(meta: dict) -> str:
         splits = m.get("by_split") or {}
         each = (" (mean of " + ", ".join(f"{k} {b['before']:.3f} → {b['after']:.3f}" for k, b in splits.items()) + ")"
                 if len(splits) > 1 else "")
-        parts.append(f"motive head refit, validation macro-F1 {m['validation_macro_f1_before']:.3f} → "
+        heads = f"the mean of {len(m['seeds'])} heads (seeds {', '.join(map(str, m['seeds']))}), " if len(m.get("seeds", [])) > 1 else ""
+        parts.append(f"motive head refit, {heads}validation macro-F1 {m['validation_macro_f1_before']:.3f} → "
                      f"{m['validation_macro_f1_after']:.3f}{each} ({'kept' if m['kept'] else 'not kept'})")
     if t and "forward" in t:  # the forward-checked head (training/tier_refit.py)
         checks = ", ".join(f"{d} QWK {m['qwk']:.3f} on {m['posts']} later posts"

@@ -70,3 +70,13 @@ def test_card_states_the_measured_figures_under_a_hub_header(tmp_path: Path) -> 
 def test_card_before_evaluation_says_how_to_get_figures(tmp_path: Path) -> None:
     card = render(_bundle(tmp_path, with_metrics=False))
     assert "Not evaluated yet" in card and "model-index" not in card
+
+
+def test_card_names_the_averaged_refit_heads(tmp_path: Path) -> None:
+    from training.model_card import _refits
+
+    refit = {"validation_macro_f1_before": 0.506, "validation_macro_f1_after": 0.53, "kept": True,
+             "by_split": {"validation": {"before": 0.475, "after": 0.501}}}
+    assert "mean of" not in _refits({"motive_refit": {**refit, "seeds": [42]}})
+    line = _refits({"motive_refit": {**refit, "seeds": [42, 43, 44]}})
+    assert "the mean of 3 heads (seeds 42, 43, 44), validation macro-F1 0.506 → 0.530 (kept)" in line
