@@ -26,6 +26,7 @@ from sharelens.labels import MOTIVE2ID
 from training.data import motive_class_weights
 from training.experiments.cache import cached, store
 from training.experiments.common import EXPERIMENT_SPLITS, TRAIN_SPLITS, VALIDATION_SPLITS, experiment_rows
+from training.experiments.motive_forward import load
 from training.experiments.motive_ordinary import scores
 from training.motive_refit import _fit_one
 
@@ -85,16 +86,8 @@ def main() -> None:
                 print(f"{tag} {split}: {len(rows)} posts in {time.perf_counter() - t0:.0f} s", flush=True)
         return
 
-    def load(split):
-        rows = experiment_rows(split)
-        vec = cached(tag, split, rows)
-        if vec is None:
-            raise SystemExit(f"no cache {tag!r} for {split}: run with --cache first")
-        keep = [i for i, r in enumerate(rows) if r.get("motive")]
-        return [rows[i] for i in keep], vec[keep]
-
-    train = {s: load(s) for s in TRAIN_SPLITS}
-    val = {s: load(s) for s in VALIDATION_SPLITS}
+    train = {s: load(tag, s) for s in TRAIN_SPLITS}
+    val = {s: load(tag, s) for s in VALIDATION_SPLITS}
     y = torch.tensor([MOTIVE2ID[r["motive"]] for s in TRAIN_SPLITS for r in train[s][0]])
     weight = torch.from_numpy(motive_class_weights({"motive_label": y.tolist()}, "inverse_sqrt"))
 
